@@ -1,0 +1,63 @@
+# ticketing: `make test` installs everything it needs and runs the whole suite; `make dev` runs the suite locally.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+UV_VERSION := 0.13.9
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+MEMBERS := common $(sort $(wildcard services/*))
+PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
+
+.PHONY: help install test lint typecheck lock dev dev-reset clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	@echo "bootstrapping uv $(UV_VERSION) into .tools/ (project-local; the system Python is left alone)"
+	@if $(PYTHON) -m venv .tools >/dev/null 2>&1 && .tools/bin/python -m pip --version >/dev/null 2>&1; then \
+		.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; \
+	else \
+		rm -rf .tools; \
+		$(PYTHON) -m pip install --quiet --disable-pip-version-check --break-system-packages \
+			--target .tools/pkg "uv==$(UV_VERSION)" && mkdir -p .tools/bin && ln -sf ../pkg/bin/uv .tools/bin/uv; \
+	fi
+
+$(BIN)/python: | $(UV)
+	$(UV) venv --quiet --python $(PYTHON) $(VENV)
+
+$(VENV)/.synced: requirements.lock $(PYPROJECTS) | $(BIN)/python
+	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	@touch $@
+
+install: $(VENV)/.synced ## Install the locked workspace into .venv
+
+lock: | $(UV) ## Re-pin every dependency (after editing a pyproject.toml)
+	@printf -- '-e ./%s\n' $(MEMBERS) > requirements.in
+	$(UV) pip compile --quiet requirements.in --group pyproject.toml:dev --generate-hashes \
+		--python-version 3.11 --universal --no-header -o requirements.lock
+
+lint: install ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install ## mypy (strict on common)
+	$(BIN)/mypy common/ticketing_common
+
+test: install ## Lint, type-check and run every package's tests against real Postgres and NATS
+	$(BIN)/ruff check .
+	$(BIN)/mypy common/ticketing_common
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+dev: install ## Run the whole suite locally
+	@echo "make dev: not yet; the local stack arrives with the dev-stack issue"
+
+dev-reset: ## Wipe the local dev state
+	rm -rf .state
+
+clean: ## Remove the virtual environment and tools
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

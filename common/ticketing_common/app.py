@@ -1,0 +1,160 @@
+"""The service app factory: one lifespan wires the database, the bus, the relay, listeners and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ticketing_common import bus
+from ticketing_common.db import make_engine, make_sessionmaker
+from ticketing_common.errors import error_body, install_error_handlers
+from ticketing_common.listener import Listener
+from ticketing_common.logs import configure_logging
+from ticketing_common.metrics import MetricsMiddleware
+from ticketing_common.migrations import head_revision
+from ticketing_common.outbox import OutboxRelay
+from ticketing_common.requestid import RequestIdMiddleware
+from ticketing_common.settings import ServiceSettings
+
+logger = logging.getLogger("ticketing.app")
+
+
+class Worker(Protocol):
+    """A background job with a start and a graceful stop (the expiration scheduler, for one)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Runtime:
+    """What the lifespan built; listeners and workers get it, tests read it."""
+
+    settings: ServiceSettings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    nc: NATS
+    js: JetStreamContext
+    relay: OutboxRelay
+    listeners: list[Listener[Any]] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """Everything that makes one service different from another."""
+
+    name: str
+    package: str
+    api_prefix: str
+    settings: ServiceSettings
+    routers: Sequence[APIRouter] = ()
+    listeners: Sequence[type[Listener[Any]]] = ()
+    workers: Sequence[Callable[[Runtime], Worker]] = ()
+    missing_messages: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+def create_service_app(spec: ServiceSpec) -> FastAPI:
+    """Build a service: routes, error shape, request ids, metrics, health probes, and the bus lifespan."""
+    settings = spec.settings
+    configure_logging(spec.name, settings.log_level)
+    head = head_revision(spec.package)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        sessionmaker = make_sessionmaker(engine)
+        app.state.sessionmaker = sessionmaker
+        nc = await bus.connect(settings.nats_url, settings.nats_client_id)
+        js = nc.jetstream()
+        await bus.ensure_streams(js, replicas=settings.nats_stream_replicas)
+        relay = OutboxRelay(engine=engine, js=js, poll_seconds=settings.outbox_poll_seconds)
+        runtime = Runtime(settings, engine, sessionmaker, nc, js, relay)
+        app.state.runtime = runtime
+        await relay.start()
+        for listener_cls in spec.listeners:
+            listener = listener_cls(service=spec.name, sessionmaker=sessionmaker, js=js)
+            await listener.start()
+            runtime.listeners.append(listener)
+        for make_worker in spec.workers:
+            worker = make_worker(runtime)
+            await worker.start()
+            runtime.workers.append(worker)
+        logger.info("%s started", spec.name)
+        try:
+            yield
+        finally:
+            await asyncio.gather(*(w.stop() for w in runtime.workers), return_exceptions=True)
+            await asyncio.gather(*(li.stop() for li in runtime.listeners), return_exceptions=True)
+            await relay.stop()
+            await bus.close(nc)
+            await engine.dispose()
+            logger.info("%s stopped", spec.name)
+
+    app = FastAPI(
+        title=f"ticketing {spec.name}",
+        description=spec.description,
+        lifespan=lifespan,
+        docs_url=f"{spec.api_prefix}/docs",
+        redoc_url=None,
+        openapi_url=f"{spec.api_prefix}/openapi.json",
+    )
+    app.state.settings = settings
+    install_error_handlers(app, spec.missing_messages)
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+    for router in spec.routers:
+        app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        """Readiness: the database is reachable and migrated, and NATS is connected."""
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        problem = await _readiness_problem(runtime, head)
+        if problem:
+            return JSONResponse(error_body(problem), status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        """Prometheus exposition."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _readiness_problem(runtime: Runtime | None, head: str | None) -> str | None:
+    if runtime is None:
+        return "Starting"
+    if not runtime.nc.is_connected:
+        return "NATS is not connected"
+    try:
+        async with runtime.engine.connect() as conn:
+            version = (
+                await asyncio.wait_for(conn.execute(text("SELECT version_num FROM alembic_version")), 2)
+            ).scalar()
+    except Exception as exc:
+        logger.warning("readiness: database check failed: %s", exc)
+        return "Database is not reachable"
+    if version != head:
+        return "Database migrations are not applied"
+    return None

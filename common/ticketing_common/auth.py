@@ -1,0 +1,90 @@
+"""JWT sessions as the contract fixes them: HS256 with exp, in the `session` cookie or a Bearer header."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request, Response
+from pydantic import BaseModel, ConfigDict
+
+from ticketing_common.errors import NotAuthorized
+
+SESSION_COOKIE = "session"
+ALGORITHM = "HS256"
+
+
+class UserClaims(BaseModel):
+    """The signed-in user as the token says."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    email: str
+    iat: int
+
+
+def create_token(*, user_id: uuid.UUID, email: str, key: str, ttl_seconds: int, now: datetime | None = None) -> str:
+    """Sign a session token for a user."""
+    issued = now or datetime.now(UTC)
+    claims = {
+        "sub": str(user_id),
+        "email": email,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + timedelta(seconds=ttl_seconds)).timestamp()),
+    }
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
+
+
+def decode_token(token: str, *, key: str) -> UserClaims | None:
+    """The claims of a valid token; None for a malformed, forged, alg=none, wrong-key or expired one."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, key, algorithms=[ALGORITHM], options={"require": ["sub", "exp", "iat"]}
+        )
+        return UserClaims(id=uuid.UUID(str(claims["sub"])), email=str(claims.get("email", "")), iat=int(claims["iat"]))
+    except (jwt.PyJWTError, ValueError, TypeError):
+        return None
+
+
+def token_from_request(request: Request) -> str | None:
+    """The session cookie, or else a Bearer token."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return cookie
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def get_current_user(request: Request) -> UserClaims | None:
+    """The signed-in user, or None for an anonymous caller."""
+    token = token_from_request(request)
+    if token is None:
+        return None
+    return decode_token(token, key=request.app.state.settings.jwt_key)
+
+
+def require_user(user: Annotated[UserClaims | None, Depends(get_current_user)]) -> UserClaims:
+    """The signed-in user, or 401 Not authorized."""
+    if user is None:
+        raise NotAuthorized()
+    return user
+
+
+OptionalUser = Annotated[UserClaims | None, Depends(get_current_user)]
+CurrentUser = Annotated[UserClaims, Depends(require_user)]
+
+
+def set_session_cookie(response: Response, token: str, *, secure: bool, max_age: int) -> None:
+    """Set the HttpOnly, SameSite=Lax session cookie."""
+    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax", path="/", secure=secure)
+
+
+def clear_session_cookie(response: Response, *, secure: bool) -> None:
+    """Expire the session cookie."""
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=secure)

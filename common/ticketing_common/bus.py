@@ -1,0 +1,93 @@
+"""The NATS connection: reconnects forever, ends the process if it closes, provisions the streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from ticketing_common.events import STREAMS
+
+logger = logging.getLogger("ticketing.bus")
+
+DUPLICATE_WINDOW_SECONDS = 120.0
+
+
+def _terminate_process() -> None:
+    logger.critical("NATS connection closed for good; stopping the process so it is restarted")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def connect(url: str, name: str, *, on_closed: Callable[[], None] | None = _terminate_process) -> NATS:
+    """Connect with unlimited reconnects; a connection that closes unexpectedly ends the process."""
+    state = {"closing": False}
+
+    async def disconnected() -> None:
+        logger.warning("NATS disconnected; reconnecting")
+
+    async def reconnected() -> None:
+        logger.info("NATS reconnected")
+
+    async def error(exc: Exception) -> None:
+        logger.warning("NATS error: %s", exc)
+
+    async def closed() -> None:
+        if not state["closing"] and on_closed is not None:
+            on_closed()
+
+    nc = await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=2,
+        allow_reconnect=True,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=error,
+        closed_cb=closed,
+    )
+    nc._ticketing_state = state  # type: ignore[attr-defined]
+    return nc
+
+
+async def close(nc: NATS) -> None:
+    """Drain and close on purpose, without triggering the process-ending callback."""
+    state = getattr(nc, "_ticketing_state", None)
+    if state is not None:
+        state["closing"] = True
+    if nc.is_closed:
+        return
+    try:
+        await asyncio.wait_for(nc.drain(), timeout=5)
+    except Exception:  # a drain that fails still has to close the socket
+        await nc.close()
+
+
+async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Create every stream of the catalog, or update it to the wanted config; safe from many replicas."""
+    for name, subjects in STREAMS.items():
+        config = StreamConfig(
+            name=name,
+            subjects=subjects,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        )
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+                continue
+            except BadRequestError:  # another replica created it first
+                pass
+        await js.update_stream(config)

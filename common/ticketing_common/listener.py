@@ -1,0 +1,249 @@
+"""The Listener base class: one durable pull consumer per subject, idempotent handling, ordered versions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Generic, TypeVar
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+from sqlalchemy import Result, insert, literal_column
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ticketing_common import metrics
+from ticketing_common.db import DeadLetter, InboxRecord, OutboxEvent
+from ticketing_common.events import Event, stream_for
+from ticketing_common.requestid import set_request_id
+
+logger = logging.getLogger("ticketing.listener")
+
+E = TypeVar("E", bound=Event)
+
+
+class EventOutOfOrder(Exception):
+    """The replica does not hold version v-1 yet; the event is retried after a delay."""
+
+
+def version_gate(held: int | None, incoming: int) -> bool:
+    """The contract's version rule: True to apply, False to ack and ignore, EventOutOfOrder for a gap."""
+    if held is None:
+        if incoming == 0:
+            return True
+        raise EventOutOfOrder(f"version {incoming} arrived before version 0")
+    if incoming <= held:
+        return False
+    if incoming == held + 1:
+        return True
+    raise EventOutOfOrder(f"version {incoming} arrived while holding {held}")
+
+
+def durable_name(service: str, subject: str) -> str:
+    """`<service>-<subject with dots as dashes>`, e.g. orders-ticket-created."""
+    return f"{service}-{subject.replace('.', '-')}"
+
+
+class Listener(ABC, Generic[E]):
+    """Consumes one subject for one service. Subclasses name the event type and implement handle().
+
+    The seed's Listener, on JetStream: the durable queue group is a durable pull consumer that every
+    replica binds; manual ack is explicit ack after the handler's transaction commits; ackWait is ack_wait.
+    """
+
+    event_type: ClassVar[type[Event]]
+    ack_wait: ClassVar[float] = 30.0
+    max_deliver: ClassVar[int] = 20
+    retry_delay: ClassVar[float] = 0.1
+    max_retry_delay: ClassVar[float] = 30.0
+    fetch_batch: ClassVar[int] = 100
+
+    def __init__(self, *, service: str, sessionmaker: async_sessionmaker[AsyncSession], js: JetStreamContext) -> None:
+        self.service = service
+        self.sessionmaker = sessionmaker
+        self.js = js
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._busy = False
+
+    @property
+    def subject(self) -> str:
+        return self.event_type.subject
+
+    @property
+    def durable(self) -> str:
+        return durable_name(self.service, self.subject)
+
+    @property
+    def stream(self) -> str:
+        return stream_for(self.subject)
+
+    @abstractmethod
+    async def handle(self, event: E, session: AsyncSession) -> None:
+        """Apply the event inside the given transaction; raise EventOutOfOrder to retry later."""
+
+    def consumer_config(self) -> ConsumerConfig:
+        """Deliver-all, explicit ack, ack_wait and max_deliver, filtered to this subject."""
+        return ConsumerConfig(
+            name=self.durable,
+            durable_name=self.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            filter_subject=self.subject,
+            max_ack_pending=1000,
+        )
+
+    async def ensure_consumer(self) -> None:
+        """Create the durable, or update it to this config (js.subscribe would silently keep an old one)."""
+        await self.js.add_consumer(self.stream, self.consumer_config())
+
+    async def start(self) -> None:
+        """Bind the durable and consume in the background."""
+        await self.ensure_consumer()
+        sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        self._task = asyncio.create_task(self._run(sub), name=f"listener-{self.durable}")
+
+    async def stop(self) -> None:
+        """Finish the message in hand, then stop fetching."""
+        self._stopping = True
+        task = self._task
+        if task is None:
+            return
+        if not self._busy:
+            task.cancel()
+        try:
+            await asyncio.wait_for(task, timeout=10)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+    async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
+        while not self._stopping:
+            try:
+                messages = await sub.fetch(self.fetch_batch, timeout=1)
+            except TimeoutError:
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+                logger.warning("%s: fetch failed: %s", self.durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            except nats.errors.Error as exc:
+                logger.warning("%s: fetch failed: %s", self.durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            self._busy = True
+            try:
+                for msg in messages:
+                    await self.process(msg)
+            finally:
+                self._busy = False
+
+    @staticmethod
+    def message_id(msg: Msg) -> str:
+        """The event's Nats-Msg-Id, or its stream position for events published without one."""
+        if msg.headers and msg.headers.get("Nats-Msg-Id"):
+            return msg.headers["Nats-Msg-Id"]
+        meta = msg.metadata
+        return f"{meta.stream}:{meta.sequence.stream}"
+
+    def _retry_delay(self, deliveries: int) -> float:
+        return float(min(self.retry_delay * 2 ** max(deliveries - 1, 0), self.max_retry_delay))
+
+    async def process(self, msg: Msg) -> None:
+        """Handle one message: parse, apply once inside a transaction with its inbox record, then ack."""
+        set_request_id(msg.headers.get("X-Request-ID") if msg.headers else None)
+        message_id = self.message_id(msg)
+        deliveries = msg.metadata.num_delivered
+        try:
+            event = self.event_type.model_validate_json(msg.data)
+        except ValidationError as exc:
+            await self._give_up(msg, message_id, deliveries, f"invalid payload: {exc.errors(include_url=False)}")
+            return
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                claimed: Result[Any] = await session.execute(
+                    pg_insert(InboxRecord)
+                    .values(consumer=self.durable, message_id=message_id)
+                    .on_conflict_do_nothing()
+                    .returning(literal_column("1"))
+                )
+                if claimed.first() is None:
+                    outcome = "duplicate"
+                else:
+                    await self.handle(event, session)  # type: ignore[arg-type]
+                    outcome = "applied"
+        except EventOutOfOrder as exc:
+            await self._retry_or_give_up(msg, message_id, deliveries, str(exc), "deferred")
+            return
+        except Exception as exc:
+            logger.exception("%s: handler failed for %s", self.durable, message_id)
+            await self._retry_or_give_up(msg, message_id, deliveries, f"handler failed: {exc!r}", "failed")
+            return
+        metrics.EVENTS_HANDLED.labels(self.durable, outcome).inc()
+        await msg.ack()
+
+    async def _retry_or_give_up(self, msg: Msg, message_id: str, deliveries: int, reason: str, outcome: str) -> None:
+        if deliveries >= self.max_deliver:
+            await self._give_up(msg, message_id, deliveries, f"{reason} (after {deliveries} deliveries)")
+            return
+        metrics.EVENTS_HANDLED.labels(self.durable, outcome).inc()
+        with contextlib.suppress(nats.errors.Error):
+            await msg.nak(delay=self._retry_delay(deliveries))
+
+    async def _give_up(self, msg: Msg, message_id: str, deliveries: int, reason: str) -> None:
+        """Record a dead letter (and announce it on deadletter.<durable>), then stop redelivery."""
+        logger.error("%s: dead-lettering %s: %s", self.durable, message_id, reason)
+        meta = msg.metadata
+        headers = dict(msg.headers or {})
+        notice = {
+            "consumer": self.durable,
+            "subject": msg.subject,
+            "messageId": message_id,
+            "streamSequence": meta.sequence.stream,
+            "deliveries": deliveries,
+            "reason": reason[:2000],
+        }
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                await session.execute(
+                    insert(DeadLetter).values(
+                        consumer=self.durable,
+                        subject=msg.subject,
+                        message_id=message_id,
+                        stream_sequence=meta.sequence.stream,
+                        deliveries=deliveries,
+                        reason=reason,
+                        payload=bytes(msg.data),
+                        headers=headers,
+                    )
+                )
+                await session.execute(
+                    pg_insert(InboxRecord).values(consumer=self.durable, message_id=message_id).on_conflict_do_nothing()
+                )
+                session.add(
+                    OutboxEvent(
+                        id=uuid.uuid4(),
+                        subject=f"deadletter.{self.durable}",
+                        payload=json.dumps(notice).encode(),
+                        request_id=headers.get("X-Request-ID"),
+                    )
+                )
+        except Exception:
+            # Nothing is lost: without a dead-letter row the message stays with JetStream for another try.
+            logger.exception("%s: could not record dead letter %s; retrying later", self.durable, message_id)
+            with contextlib.suppress(nats.errors.Error):
+                await msg.nak(delay=self.max_retry_delay)
+            return
+        metrics.EVENTS_HANDLED.labels(self.durable, "dead_lettered").inc()
+        with contextlib.suppress(nats.errors.Error):
+            await msg.term()

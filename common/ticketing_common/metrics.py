@@ -1,0 +1,46 @@
+"""Prometheus metrics every service exposes on /metrics."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Histogram(
+    "ticketing_http_request_seconds",
+    "HTTP requests by route template and status",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+EVENTS_PUBLISHED = Counter("ticketing_events_published_total", "Outbox events acknowledged by JetStream")
+EVENTS_HANDLED = Counter(
+    "ticketing_events_handled_total", "Events handled by consumers, by outcome", ["consumer", "outcome"]
+)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware timing each request under its route template (not its raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUESTS.labels(scope["method"], template, str(status)).observe(time.perf_counter() - start)

@@ -1,0 +1,156 @@
+"""Alembic helpers: each service keeps its own migrations and calls these from env.py and its versions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import threading
+
+import sqlalchemy as sa
+from alembic import command, context, op
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import MetaData
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+OUTBOX_CHANNEL = "ticketing_outbox"
+
+
+def alembic_config(package: str, url: str | None = None) -> Config:
+    """A Config for `<package>/migrations`, with no alembic.ini needed."""
+    config = Config()
+    config.set_main_option("script_location", f"{package}:migrations")
+    if url:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision(package: str) -> str | None:
+    """The head revision of a service's migrations."""
+    return ScriptDirectory.from_config(alembic_config(package)).get_current_head()
+
+
+def upgrade(package: str, url: str, revision: str = "head") -> None:
+    """Apply a service's migrations (synchronous; run it in a thread from async code)."""
+    command.upgrade(alembic_config(package, url), revision)
+
+
+def run_migrations(target_metadata: MetaData) -> None:
+    """The body of every service's migrations/env.py."""
+    url = context.config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
+    if not url:
+        raise SystemExit("configuration error: DATABASE_URL is missing")
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+
+    def run(connection: Connection) -> None:
+        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def run_async() -> None:
+        engine = create_async_engine(url, poolclass=sa.pool.NullPool)
+        async with engine.connect() as connection:
+            await connection.run_sync(run)
+        await engine.dispose()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run_async())
+        return
+    # Called from async code (tests, the dev runner): run on a private loop in a worker thread.
+    errors: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            asyncio.run(run_async())
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=in_thread, name="alembic")
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
+
+
+def create_bus_tables() -> None:
+    """Create the outbox, inbox and dead-letter tables, and the trigger that wakes relays on commit."""
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.Uuid(), primary_key=True),
+        sa.Column("seq", sa.BigInteger(), sa.Identity(always=True), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("request_id", sa.String(128)),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True)),
+        sa.PrimaryKeyConstraint("id", name="pk_outbox"),
+    )
+    op.create_index("ix_outbox_unsent", "outbox", ["seq"], postgresql_where=sa.text("sent_at IS NULL"))
+    op.create_table(
+        "inbox",
+        sa.Column("consumer", sa.String(200), nullable=False),
+        sa.Column("message_id", sa.String(200), nullable=False),
+        sa.Column("processed_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "message_id", name="pk_inbox"),
+    )
+    op.create_table(
+        "dead_letters",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("consumer", sa.String(200), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("message_id", sa.String(200)),
+        sa.Column("stream_sequence", sa.BigInteger()),
+        sa.Column("deliveries", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("headers", postgresql.JSONB(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_dead_letters"),
+    )
+    # A statement trigger: one NOTIFY per transaction that wrote events, delivered only if it commits.
+    op.execute(
+        f"""CREATE FUNCTION notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_notify('{OUTBOX_CHANNEL}', ''); RETURN NULL; END $$"""
+    )
+    op.execute(
+        "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION notify_outbox()"
+    )
+
+
+def drop_bus_tables() -> None:
+    """Undo create_bus_tables."""
+    op.execute("DROP TRIGGER IF EXISTS outbox_notify ON outbox")
+    op.execute("DROP FUNCTION IF EXISTS notify_outbox()")
+    op.drop_table("dead_letters")
+    op.drop_table("inbox")
+    op.drop_index("ix_outbox_unsent", table_name="outbox")
+    op.drop_table("outbox")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m ticketing_common.migrations PACKAGE [REVISION]`: upgrade a service database."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("package", help="the service package, e.g. ticketing_auth")
+    parser.add_argument("revision", nargs="?", default="head")
+    args = parser.parse_args(argv)
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        print("configuration error: DATABASE_URL is missing", file=sys.stderr)
+        raise SystemExit(2)
+    if url.startswith(("postgres://", "postgresql://")):
+        url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+    upgrade(args.package, url, args.revision)
+
+
+if __name__ == "__main__":
+    main()

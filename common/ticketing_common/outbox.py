@@ -1,0 +1,163 @@
+"""The transactional outbox: events commit with the state change, and a relay publishes them to JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+import asyncpg
+from nats.js import JetStreamContext
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from ticketing_common import metrics
+from ticketing_common.db import OutboxEvent
+from ticketing_common.events import Event
+from ticketing_common.migrations import OUTBOX_CHANNEL
+from ticketing_common.requestid import current_request_id
+
+logger = logging.getLogger("ticketing.outbox")
+
+
+def enqueue(session: AsyncSession, event: Event) -> None:
+    """Stage an event in the caller's transaction; it is published only if that transaction commits."""
+    session.add(
+        OutboxEvent(id=event.event_id, subject=event.subject, payload=event.to_bytes(), request_id=current_request_id())
+    )
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows in commit order, awaiting each PubAck, then marks them sent.
+
+    It is woken by NOTIFY right after a commit and polls as a fallback; rows are claimed with
+    FOR UPDATE SKIP LOCKED so several replicas never publish the same row at the same time.
+    """
+
+    def __init__(
+        self, *, engine: AsyncEngine, js: JetStreamContext, poll_seconds: float = 1.0, batch_size: int = 500
+    ) -> None:
+        self.engine = engine
+        self.js = js
+        self.poll_seconds = poll_seconds
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Run the relay and its LISTEN connection in the background."""
+        self._tasks = [
+            asyncio.create_task(self._run(), name="outbox-relay"),
+            asyncio.create_task(self._listen(), name="outbox-listen"),
+        ]
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, then stop."""
+        self._stopping = True
+        self._wake.set()
+        relay, listen = self._tasks or (None, None)
+        if listen is not None:
+            listen.cancel()
+        if relay is not None:
+            try:
+                await asyncio.wait_for(relay, timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                relay.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    def wake(self) -> None:
+        """Ask for a publish pass now."""
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        url = self.engine.url.render_as_string(hide_password=False)
+        while not self._stopping:
+            conn = None
+            try:
+                conn = await asyncpg.connect(_asyncpg_dsn(url))
+                await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
+                self._wake.set()  # catch up on anything committed while we were not listening
+                while not conn.is_closed():
+                    await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("outbox LISTEN connection failed: %s", exc)
+                await asyncio.sleep(1)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), timeout=2)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                published = await self.publish_pending()
+                backoff = 0.1
+            except Exception as exc:
+                logger.warning("outbox relay could not publish: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if published >= self.batch_size:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unsent rows; returns how many were published."""
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT id, subject, payload, request_id FROM outbox WHERE sent_at IS NULL "
+                        "ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED"
+                    ),
+                    {"n": self.batch_size},
+                )
+            ).all()
+            if not rows:
+                return 0
+            sent: list[uuid.UUID] = []
+            try:
+                # Pipelined: written in order on one connection, so JetStream stores them in commit order.
+                futures = []
+                for row in rows:
+                    headers = {"Nats-Msg-Id": str(row.id)}
+                    if row.request_id:
+                        headers["X-Request-ID"] = row.request_id
+                    futures.append(await self.js.publish_async(row.subject, bytes(row.payload), headers=headers))
+                results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout=5)
+                for row, result in zip(rows, results, strict=True):
+                    if isinstance(result, BaseException):
+                        logger.warning("publish of %s %s failed: %s", row.subject, row.id, result)
+                        break
+                    sent.append(row.id)
+            finally:
+                if sent:
+                    await conn.execute(text("UPDATE outbox SET sent_at = now() WHERE id = ANY(:ids)"), {"ids": sent})
+                    metrics.EVENTS_PUBLISHED.inc(len(sent))
+            if len(sent) < len(rows):
+                raise RuntimeError(f"{len(rows) - len(sent)} events not acknowledged by JetStream")
+            return len(sent)
+
+    async def prune(self, *, keep_seconds: int = 86400) -> None:
+        """Delete sent outbox rows and inbox records older than the retention window."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => :s)"), {"s": keep_seconds}
+            )
+            await conn.execute(
+                text("DELETE FROM inbox WHERE processed_at < now() - make_interval(secs => :s)"),
+                {"s": keep_seconds * 7},
+            )

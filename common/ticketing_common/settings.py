@@ -1,0 +1,105 @@
+"""Settings shared by every service, read from the environment with pydantic-settings."""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "secret",
+        "changeme",
+        "change-me",
+        "changethis",
+        "asdf",
+        "dev",
+        "test",
+        "password",
+        "jwt-key",
+        "local-dev-only-key",
+    }
+)
+LOCAL_ENVIRONMENTS = frozenset({"local", "test"})
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: its database, the broker, and the shared JWT key."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    environment: Literal["local", "test", "production"] = "production"
+    database_url: str = Field(description="postgresql+asyncpg:// URL of the service's own database")
+    nats_url: str = Field(description="nats:// URL of the JetStream server")
+    nats_client_id: str = Field(min_length=1, description="Connection name; the pod name in Kubernetes")
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+    jwt_key: str = Field(description="HS256 secret shared by every service")
+    jwt_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    cookie_secure: bool = True
+    log_level: str = "INFO"
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: str) -> str:
+        if value.startswith(("postgres://", "postgresql://")):
+            value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_scheme(cls, value: str) -> str:
+        # The seed's manifests wrote http://nats-srv:4222; the client wants nats://.
+        if value.startswith("http://"):
+            value = "nats://" + value.removeprefix("http://")
+        if not value.startswith(("nats://", "tls://")):
+            raise ValueError("must be a nats:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> ServiceSettings:
+        if self.environment not in LOCAL_ENVIRONMENTS:
+            for name in self.secret_fields():
+                value = str(getattr(self, name) or "")
+                if value.lower() in PLACEHOLDER_SECRETS or len(value) < 32:
+                    raise ValueError(
+                        f"{name.upper()} is a placeholder or shorter than 32 characters; "
+                        "set a real secret (placeholders are only allowed with ENVIRONMENT=local)"
+                    )
+        return self
+
+    @classmethod
+    def secret_fields(cls) -> tuple[str, ...]:
+        """Fields that must hold a real secret outside local development."""
+        return ("jwt_key",)
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each missing or invalid variable."""
+    parts = []
+    for item in error.errors():
+        name = ".".join(str(p) for p in item["loc"]).upper()
+        if item["type"] == "missing":
+            parts.append(f"{name} is missing")
+        elif name:
+            parts.append(f"{name} is invalid: {item['msg']}")
+        else:
+            parts.append(item["msg"].removeprefix("Value error, "))
+    return "; ".join(parts)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read settings, or end the process with one clear line naming what is missing or invalid."""
+    try:
+        return cls()
+    except ValidationError as error:
+        print(f"configuration error: {describe_validation_error(error)}", file=sys.stderr)
+        raise SystemExit(2) from None

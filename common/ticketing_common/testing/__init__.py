@@ -1,0 +1,104 @@
+"""Test helpers for the ticketing services: users, waiting, and event capture (fixtures live in plugin)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from ticketing_common.auth import SESSION_COOKIE, create_token
+
+TEST_JWT_KEY = "test-only-jwt-key-0123456789abcdef"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TestUser:
+    """A signed-in user: its id, email, token and the Cookie header that carries it."""
+
+    __test__ = False
+
+    id: uuid.UUID
+    email: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Cookie": f"{SESSION_COOKIE}={self.token}"}
+
+
+def make_user(*, email: str | None = None, key: str = TEST_JWT_KEY, ttl_seconds: int = 3600) -> TestUser:
+    """A user with a unique id and email, signed in with a valid token."""
+    user_id = uuid.uuid4()
+    email = email or f"user-{user_id.hex[:12]}@example.com"
+    return TestUser(user_id, email, create_token(user_id=user_id, email=email, key=key, ttl_seconds=ttl_seconds))
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05) -> T:
+    """Retry an async check until it returns a truthy value without failing an assertion; return that value."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = await check()
+            if result:
+                return result
+            last_error = AssertionError(f"check returned {result!r}")
+        except AssertionError as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true within {timeout}s: {last_error}") from last_error
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class CapturedEvent:
+    """An event seen on the bus: its subject, decoded body and headers."""
+
+    subject: str
+    data: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class EventCapture:
+    """Records every event published on the catalog's subjects during a test."""
+
+    events: list[CapturedEvent] = field(default_factory=list)
+
+    def handle(self, msg: Msg) -> None:
+        if msg.subject.startswith(("$", "_INBOX")):
+            return
+        try:
+            data = json.loads(msg.data)
+        except ValueError:
+            data = {"_raw": msg.data.decode(errors="replace")}
+        self.events.append(CapturedEvent(msg.subject, data, dict(msg.headers or {})))
+
+    def of(self, subject: str) -> list[dict[str, Any]]:
+        """The bodies seen on one subject, in order."""
+        return [event.data for event in self.events if event.subject == subject]
+
+    async def wait_for(self, subject: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until at least `count` events on the subject were seen; return them."""
+
+        async def enough() -> list[dict[str, Any]]:
+            found = self.of(subject)
+            return found if len(found) >= count else []
+
+        return await eventually(enough, timeout=timeout)
+
+    async def attach(self, nc: NATS) -> None:
+        async def on_msg(msg: Msg) -> None:
+            self.handle(msg)
+
+        await nc.subscribe(">", cb=on_msg)
+        await nc.flush()

@@ -1,0 +1,189 @@
+"""pytest plugin: a real Postgres and nats-server per test run, a migrated database per service, apps with lifespans."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from nats.aio.client import Client as NATS
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from ticketing_common import bus
+from ticketing_common.app import Runtime
+from ticketing_common.devservers import NatsServer, PostgresServer
+from ticketing_common.migrations import upgrade
+from ticketing_common.testing import TEST_JWT_KEY, EventCapture
+
+
+@dataclass
+class Servers:
+    """The servers of this test run."""
+
+    postgres: PostgresServer
+    nats: NatsServer
+    databases: dict[str, str] = field(default_factory=dict)
+
+    def database(self, package: str) -> str:
+        """The URL of the package's test database, created and migrated once per run."""
+        if package not in self.databases:
+            name = f"test_{package}".lower()
+            url = self.postgres.create_database(name)
+            upgrade(package, url)
+            self.databases[package] = url
+        return self.databases[package]
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    """Start Postgres and nats-server on free loopback ports; stop them at the end, pass or fail."""
+    base = Path(tempfile.mkdtemp(prefix="ticketing-test-"))
+    os.chmod(base, 0o755)  # the Postgres system user must reach its data directory when we are root
+    postgres = PostgresServer(base / "pg")
+    nats_server = NatsServer(base / "nats")
+    try:
+        postgres.start()
+        nats_server.start()
+        yield Servers(postgres, nats_server)
+    finally:
+        nats_server.stop()
+        postgres.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def truncate_all(url: str) -> None:
+    """Empty every table but alembic_version, so each test starts clean."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            tables = (
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if tables:
+                names = ", ".join(f'"{table}"' for table in tables)
+                await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+async def delete_streams(nats_url: str) -> None:
+    """Remove every stream (and so every consumer) so no test sees another's events."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name:
+                await js.delete_stream(info.config.name)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def clean_state(servers: Servers) -> Servers:
+    """Empty the databases migrated so far and the broker."""
+    await asyncio.gather(*(truncate_all(url) for url in servers.databases.values()))
+    await delete_streams(servers.nats.url)
+    return servers
+
+
+@dataclass
+class RunningService:
+    """A service app running its lifespan, with an HTTP client over ASGI."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: Any
+    manager: LifespanManager
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return self.runtime.sessionmaker
+
+    async def stop(self) -> None:
+        await self.client.aclose()
+        await self.manager.__aexit__(None, None, None)
+
+
+ServiceStarter = Callable[..., Awaitable[RunningService]]
+
+
+def service_settings(settings_cls: type[Any], servers: Servers, package: str, **overrides: Any) -> Any:
+    """Settings for a service under test: its test database, the test broker, the test JWT key."""
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": servers.database(package),
+        "nats_url": servers.nats.url,
+        "nats_client_id": f"{package}-test",
+        "jwt_key": TEST_JWT_KEY,
+        "cookie_secure": False,
+        "outbox_poll_seconds": 0.2,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return settings_cls(**values)
+
+
+@pytest.fixture
+async def start_service(clean_state: Servers) -> AsyncIterator[ServiceStarter]:
+    """Start a service app (factory, settings class, package) against the test servers; stopped after the test."""
+    running: list[RunningService] = []
+
+    async def start(
+        factory: Callable[[Any], FastAPI], settings_cls: type[Any], package: str, **overrides: Any
+    ) -> RunningService:
+        settings = service_settings(settings_cls, clean_state, package, **overrides)
+        app = factory(settings)
+        manager = LifespanManager(app, startup_timeout=30, shutdown_timeout=30)
+        await manager.__aenter__()
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+        service = RunningService(app, client, settings, manager)
+        running.append(service)
+        return service
+
+    yield start
+    for service in reversed(running):
+        await service.stop()
+
+
+@pytest.fixture
+async def events(clean_state: Servers) -> AsyncIterator[EventCapture]:
+    """Every event published during the test, by subject."""
+    nc = await nats.connect(clean_state.nats.url)
+    capture = EventCapture()
+    await capture.attach(nc)
+    yield capture
+    await nc.close()
+
+
+@pytest.fixture
+async def nats_client(clean_state: Servers) -> AsyncIterator[NATS]:
+    """A plain NATS connection to the test broker, with the catalog's streams provisioned."""
+    nc = await nats.connect(clean_state.nats.url)
+    await bus.ensure_streams(nc.jetstream())
+    yield nc
+    await nc.close()

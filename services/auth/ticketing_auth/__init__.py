@@ -1,0 +1,1 @@
+"""auth: sign-up, sign-in and sessions (JWT in the `session` cookie)."""

@@ -1,0 +1,7 @@
+"""Alembic environment for auth: the shared runner, with this service's metadata."""
+
+from ticketing_common.migrations import run_migrations
+
+from ticketing_auth.models import Base
+
+run_migrations(Base.metadata)

@@ -1,0 +1,50 @@
+"""auth routes under /api/users."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+from ticketing_common.auth import OptionalUser, clear_session_cookie, create_token, set_session_cookie
+from ticketing_common.db import SessionDep
+
+from ticketing_auth import service
+from ticketing_auth.models import User
+from ticketing_auth.schemas import CurrentUserRead, UserCreate, UserRead, UserSignin
+
+router = APIRouter(prefix="/api/users", tags=["users"])
+
+
+def _start_session(request: Request, response: Response, user: User) -> None:
+    settings = request.app.state.settings
+    token = create_token(user_id=user.id, email=user.email, key=settings.jwt_key, ttl_seconds=settings.jwt_ttl_seconds)
+    set_session_cookie(response, token, secure=settings.cookie_secure, max_age=settings.jwt_ttl_seconds)
+
+
+@router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=UserRead)
+async def sign_up(body: UserCreate, session: SessionDep, request: Request, response: Response) -> User:
+    """Create an account and start a session."""
+    user = await service.sign_up(session=session, email=body.email, password=body.password)
+    _start_session(request, response, user)
+    return user
+
+
+@router.post("/signin", response_model=UserRead)
+async def sign_in(body: UserSignin, session: SessionDep, request: Request, response: Response) -> User:
+    """Start a session with an email and password."""
+    user = await service.sign_in(session=session, email=body.email, password=body.password)
+    _start_session(request, response, user)
+    return user
+
+
+@router.post("/signout")
+async def sign_out(request: Request, response: Response) -> dict[str, object]:
+    """End the session by clearing its cookie."""
+    clear_session_cookie(response, secure=request.app.state.settings.cookie_secure)
+    return {}
+
+
+@router.get("/currentuser", response_model=CurrentUserRead, response_model_by_alias=True)
+async def read_current_user(user: OptionalUser) -> dict[str, object]:
+    """The signed-in user, or null."""
+    if user is None:
+        return {"currentUser": None}
+    return {"currentUser": {"id": str(user.id), "email": user.email, "iat": user.iat}}
