@@ -70,6 +70,7 @@ class Listener(ABC, Generic[E]):
         self.sessionmaker = sessionmaker
         self.js = js
         self._task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = False
         self._busy = False
 
@@ -109,8 +110,8 @@ class Listener(ABC, Generic[E]):
     async def start(self) -> None:
         """Bind the durable and consume in the background."""
         await self.ensure_consumer()
-        sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
-        self._task = asyncio.create_task(self._run(sub), name=f"listener-{self.durable}")
+        self._sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        self._task = asyncio.create_task(self._run(self._sub), name=f"listener-{self.durable}")
 
     async def stop(self) -> None:
         """Finish the message in hand, then stop fetching."""
@@ -126,6 +127,10 @@ class Listener(ABC, Generic[E]):
             task.cancel()
         with contextlib.suppress(BaseException):
             await task
+        if self._sub is not None:
+            # Otherwise a pull request cut short by the cancel keeps the connection's drain waiting.
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
 
     async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping:

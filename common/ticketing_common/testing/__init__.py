@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from ticketing_common.auth import SESSION_COOKIE, create_token
+from ticketing_common.events import STREAMS
 
 TEST_JWT_KEY = "test-only-jwt-key-0123456789abcdef"
 
@@ -75,8 +76,6 @@ class EventCapture:
     events: list[CapturedEvent] = field(default_factory=list)
 
     def handle(self, msg: Msg) -> None:
-        if msg.subject.startswith(("$", "_INBOX")):
-            return
         try:
             data = json.loads(msg.data)
         except ValueError:
@@ -100,5 +99,8 @@ class EventCapture:
         async def on_msg(msg: Msg) -> None:
             self.handle(msg)
 
-        await nc.subscribe(">", cb=on_msg)
+        # Only the catalog's subjects: a ">" subscription would also see consumer deliveries to inboxes.
+        for subjects in STREAMS.values():
+            for subject in subjects:
+                await nc.subscribe(subject, cb=on_msg)
         await nc.flush()
