@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from busapp import Replica, create_app
 from sqlalchemy import select
+
+from busapp import Replica, create_app
 from ticketing_common.settings import ServiceSettings
 from ticketing_common.testing.plugin import RunningService, ServiceStarter
 

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
+
 from ticketing_common.app import ServiceSpec, create_service_app
 from ticketing_common.db import Base, SessionDep
 from ticketing_common.events import TicketCreated, TicketUpdated

@@ -1,6 +1,7 @@
 """auth test fixtures: the service running against the test Postgres and NATS."""
 
 import pytest
+
 from ticketing_auth.app import create_app
 from ticketing_auth.settings import Settings
 from ticketing_common.testing.plugin import RunningService, ServiceStarter

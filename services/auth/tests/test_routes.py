@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 from sqlalchemy import select
+
 from ticketing_auth.models import User
 from ticketing_common.auth import create_token
 from ticketing_common.testing import TEST_JWT_KEY

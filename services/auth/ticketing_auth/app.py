@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from ticketing_common.app import ServiceSpec, create_service_app
-from ticketing_common.settings import load_settings
 
 from ticketing_auth.listeners import LISTENERS
 from ticketing_auth.routes import router
 from ticketing_auth.settings import Settings
+from ticketing_common.app import ServiceSpec, create_service_app
+from ticketing_common.settings import load_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

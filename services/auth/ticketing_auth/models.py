@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import CheckConstraint, String, func
 from sqlalchemy.orm import Mapped, mapped_column
+
 from ticketing_common.db import Base
 
 

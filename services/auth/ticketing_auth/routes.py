@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
-from ticketing_common.auth import OptionalUser, clear_session_cookie, create_token, set_session_cookie
-from ticketing_common.db import SessionDep
 
 from ticketing_auth import service
 from ticketing_auth.models import User
 from ticketing_auth.schemas import CurrentUserRead, UserCreate, UserRead, UserSignin
+from ticketing_common.auth import OptionalUser, clear_session_cookie, create_token, set_session_cookie
+from ticketing_common.db import SessionDep
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
 from ticketing_common.validation import field_error
 
 PASSWORD_MESSAGE = "Password must be between 8 and 128 characters"

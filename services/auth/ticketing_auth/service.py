@@ -9,9 +9,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from ticketing_common.errors import BadRequest
 
 from ticketing_auth.models import User
+from ticketing_common.errors import BadRequest
 
 # argon2-cffi's defaults are Argon2id with the RFC 9106 low-memory profile.
 _hasher = PasswordHasher()

@@ -1,7 +1,6 @@
 """Alembic environment of the bus test app."""
 
-from ticketing_common.migrations import run_migrations
-
 from busapp import Base
+from ticketing_common.migrations import run_migrations
 
 run_migrations(Base.metadata)

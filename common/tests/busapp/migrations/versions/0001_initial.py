@@ -6,6 +6,7 @@ Revises:
 
 import sqlalchemy as sa
 from alembic import op
+
 from ticketing_common.migrations import create_bus_tables
 
 revision = "0001"
