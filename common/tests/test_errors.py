@@ -9,6 +9,7 @@ import pytest
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, BeforeValidator
 
+from ticketing_common.db import SessionDep
 from ticketing_common.errors import Conflict, NotAuthorized, install_error_handlers
 from ticketing_common.requestid import RequestIdMiddleware
 from ticketing_common.validation import Price, field_error, parse_id
@@ -165,3 +166,34 @@ async def test_unknown_routes_and_methods_use_the_shape(client: httpx.AsyncClien
 async def test_an_unsafe_request_id_is_replaced(client: httpx.AsyncClient) -> None:
     response = await client.get("/denied", headers={"X-Request-ID": "bad id\twith spaces"})
     assert response.headers["x-request-id"] != "bad id\twith spaces"
+
+
+class FailingSession:
+    """Stands in for the database only at commit time, which a real Postgres cannot be made to fail on cue."""
+
+    async def commit(self) -> None:
+        raise RuntimeError("commit failed")
+
+    async def rollback(self) -> None:
+        return None
+
+    async def __aenter__(self) -> FailingSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+async def test_a_failed_commit_is_never_reported_as_success() -> None:
+    app = build_app()
+    app.state.sessionmaker = FailingSession
+
+    @app.post("/write", status_code=201)
+    async def write(session: SessionDep) -> dict[str, str]:
+        return {"status": "written"}
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post("/write")
+    assert response.status_code == 500
+    assert response.json() == {"errors": [{"message": "Something went wrong"}]}

@@ -107,4 +107,5 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit before the response is sent, so a failed commit can never follow a 2xx.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
