@@ -59,6 +59,13 @@ async def test_a_committed_event_is_published_once_with_its_id_as_msg_id(probe: 
             return row is not None and row.sent_at is not None
 
     await eventually(marked_sent)
+    # The service's own listener handles it under the same request id.
+    listener = next(li for li in probe.runtime.listeners if isinstance(li, TicketCreatedListener))
+    await eventually(lambda: _equals(_async(listener.request_ids), ["req-outbox-1"]))
+
+
+async def _async(value):
+    return value
 
 
 async def test_a_rolled_back_change_publishes_nothing(probe: RunningService) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any, ClassVar
 
@@ -14,7 +15,10 @@ from ticketing_common.db import Base, SessionDep
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.listener import Listener, version_gate
 from ticketing_common.outbox import enqueue
+from ticketing_common.requestid import current_request_id
 from ticketing_common.settings import ServiceSettings
+
+logger = logging.getLogger("busapp")
 
 
 class Replica(Base):
@@ -63,10 +67,13 @@ class TicketCreatedListener(Listener[TicketCreated]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.handled = 0  # per replica, to see that two replicas split the work
+        self.request_ids: list[str | None] = []
 
     async def handle(self, event: TicketCreated, session: AsyncSession) -> None:
         await apply_ticket(session, event)
         self.handled += 1
+        self.request_ids.append(current_request_id())
+        logger.info("applied %s", event.id)
 
 
 class TicketUpdatedListener(Listener[TicketUpdated]):
