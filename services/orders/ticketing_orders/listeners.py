@@ -1,0 +1,75 @@
+"""orders listeners: the tickets replica in version order, expirations, and payments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ticketing_common.events import ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated
+from ticketing_common.listener import Listener
+from ticketing_orders import service
+
+
+class TicketCreatedListener(Listener[TicketCreated]):
+    """ticket.created: add version 0 of a ticket to the replica."""
+
+    event_type = TicketCreated
+
+    async def handle(self, event: TicketCreated, session: AsyncSession) -> None:
+        """Insert the ticket unless a version is already held."""
+        await service.apply_ticket(
+            session=session,
+            ticket_id=event.id,
+            version=event.version,
+            title=event.title,
+            price=event.price,
+            order_id=None,
+        )
+
+
+class TicketUpdatedListener(Listener[TicketUpdated]):
+    """ticket.updated: apply version v once v-1 is held; older ones are ignored, gaps wait."""
+
+    event_type = TicketUpdated
+
+    async def handle(self, event: TicketUpdated, session: AsyncSession) -> None:
+        """Apply the new title, price and reservation if it is the next version."""
+        await service.apply_ticket(
+            session=session,
+            ticket_id=event.id,
+            version=event.version,
+            title=event.title,
+            price=event.price,
+            order_id=event.order_id,
+        )
+
+
+class ExpirationCompleteListener(Listener[ExpirationComplete]):
+    """expiration.complete: cancel the order unless it is complete, and publish order.cancelled."""
+
+    event_type = ExpirationComplete
+
+    async def handle(self, event: ExpirationComplete, session: AsyncSession) -> None:
+        """Cancel the expired order if it is still open."""
+        await service.expire_order(session=session, order_id=event.order_id)
+
+
+class PaymentCreatedListener(Listener[PaymentCreated]):
+    """payment.created: complete the order, or mark a cancelled one for refund."""
+
+    event_type = PaymentCreated
+
+    async def handle(self, event: PaymentCreated, session: AsyncSession) -> None:
+        """Record the payment against its order."""
+        await service.complete_order(
+            session=session, order_id=event.order_id, payment_id=event.id, stripe_id=event.stripe_id
+        )
+
+
+LISTENERS: tuple[type[Listener[Any]], ...] = (
+    TicketCreatedListener,
+    TicketUpdatedListener,
+    ExpirationCompleteListener,
+    PaymentCreatedListener,
+)

@@ -1,0 +1,93 @@
+"""orders routes under /api/orders: parse, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from ticketing_common.auth import CurrentUser
+from ticketing_common.db import SessionDep
+from ticketing_common.errors import BadRequest
+from ticketing_common.validation import parse_id
+from ticketing_orders import service
+from ticketing_orders.schemas import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    OrderCreate,
+    OrderRead,
+    decode_cursor,
+    encode_cursor,
+)
+
+router = APIRouter(prefix="/api/orders", tags=["orders"])
+
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
+
+
+def _read(order: service.OrderView) -> OrderRead:
+    return OrderRead.model_validate(order)
+
+
+def _limit(raw: str | None) -> int:
+    # Parsed by hand so a bad value gets a sentence naming the range, not a generic "Limit is invalid".
+    if raw is None:
+        return DEFAULT_PAGE_SIZE
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise BadRequest(f"Limit must be between 1 and {MAX_PAGE_SIZE}", field="limit")
+    return limit
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderRead, response_model_exclude_none=True)
+async def create_order(body: OrderCreate, user: CurrentUser, session: SessionDep, request: Request) -> OrderRead:
+    """Reserve a ticket for ORDER_EXPIRATION_SECONDS; publishes order.created."""
+    order = await service.create_order(
+        session=session,
+        user_id=user.id,
+        ticket_id=body.ticket_id,
+        expiration_seconds=request.app.state.settings.order_expiration_seconds,
+    )
+    return _read(order)
+
+
+@router.get("", response_model=list[OrderRead], response_model_exclude_none=True)
+async def list_orders(
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    limit: Annotated[
+        str | None, Query(description=f"Page size, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})")
+    ] = None,
+    cursor: Annotated[str | None, Query(description="The X-Next-Cursor of the previous page")] = None,
+) -> list[OrderRead]:
+    """The caller's orders with their tickets, newest first; the next page is in X-Next-Cursor and Link."""
+    size = _limit(limit)
+    after = decode_cursor(cursor) if cursor is not None else None
+    page, more = await service.list_orders(session=session, user_id=user.id, limit=size, after=after)
+    if more:
+        last = page[-1]
+        next_cursor = encode_cursor(last.created_at, last.id)
+        response.headers[NEXT_CURSOR_HEADER] = next_cursor
+        query = urlencode({"limit": size, "cursor": next_cursor})
+        response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+    return [_read(order) for order in page]
+
+
+@router.get("/{order_id}", response_model=OrderRead, response_model_exclude_none=True)
+async def read_order(order_id: str, user: CurrentUser, session: SessionDep) -> OrderRead:
+    """One of the caller's orders."""
+    order = await service.get_order(session=session, order_id=parse_id(order_id), user_id=user.id)
+    return _read(order)
+
+
+@router.delete("/{order_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def cancel_order(order_id: str, user: CurrentUser, session: SessionDep) -> Response:
+    """Cancel one of the caller's orders; publishes order.cancelled unless it already was cancelled."""
+    await service.cancel_order(session=session, order_id=parse_id(order_id), user_id=user.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

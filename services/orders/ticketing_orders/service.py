@@ -1,0 +1,355 @@
+"""orders use cases: plain async functions over a session, no FastAPI. Hot paths are single Core statements."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ticketing_common.errors import BadRequest, NotAuthorized, NotFound
+from ticketing_common.events import OrderCancelled, OrderCreated, OrderStatus, OrderTicket, TicketRef
+from ticketing_common.listener import EventOutOfOrder, version_gate
+from ticketing_common.outbox import enqueue
+from ticketing_orders.models import OPEN_STATUSES, REFUND_PENDING, RESERVED_INDEX, Order, Ticket
+
+logger = logging.getLogger("ticketing.orders")
+
+orders = cast(Table, Order.__table__)
+tickets = cast(Table, Ticket.__table__)
+
+
+class TicketNotFound(NotFound):
+    """The ticket is unknown to orders (never created, or its ticket.created has not arrived yet)."""
+
+
+class OrderNotFound(NotFound):
+    """No order with this id."""
+
+
+class NotOrderOwner(NotAuthorized):
+    """The order belongs to someone else."""
+
+
+class TicketReserved(BadRequest):
+    """Another order already holds the ticket."""
+
+    def __init__(self) -> None:
+        super().__init__("Ticket is already reserved")
+
+
+class OrderAlreadyComplete(BadRequest):
+    """A paid order cannot be cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__("Cannot cancel a completed order")
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """The ticket inside an order."""
+
+    id: uuid.UUID
+    title: str
+    price: Decimal
+    version: int
+
+
+@dataclass(frozen=True)
+class RefundView:
+    """A late payment waiting to be refunded."""
+
+    status: str
+    payment_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """An order with its ticket, as the API shows it."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    status: OrderStatus
+    expires_at: datetime
+    version: int
+    created_at: datetime
+    ticket: TicketView
+    refund: RefundView | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_millis(value: datetime) -> datetime:
+    # The wire carries milliseconds; storing the same instant keeps the API, the event and the row identical.
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+_ORDER_COLUMNS = (
+    orders.c.id,
+    orders.c.user_id,
+    orders.c.status,
+    orders.c.expires_at,
+    orders.c.version,
+    orders.c.created_at,
+    orders.c.refund_status,
+    orders.c.payment_id,
+    tickets.c.id.label("ticket_id"),
+    tickets.c.title.label("ticket_title"),
+    tickets.c.price.label("ticket_price"),
+    tickets.c.version.label("ticket_version"),
+)
+
+
+def _view(row: Any) -> OrderView:
+    refund = RefundView(row.refund_status, row.payment_id) if row.refund_status else None
+    return OrderView(
+        id=row.id,
+        user_id=row.user_id,
+        status=OrderStatus(row.status),
+        expires_at=row.expires_at,
+        version=row.version,
+        created_at=row.created_at,
+        ticket=TicketView(row.ticket_id, row.ticket_title, row.ticket_price, row.ticket_version),
+        refund=refund,
+    )
+
+
+async def create_order(
+    *,
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    ticket_id: uuid.UUID,
+    expiration_seconds: int,
+    now: datetime | None = None,
+) -> OrderView:
+    """Reserve a ticket until now + expiration_seconds; the database's partial unique index decides races."""
+    ticket = (
+        await session.execute(
+            select(tickets.c.id, tickets.c.title, tickets.c.price, tickets.c.version).where(tickets.c.id == ticket_id)
+        )
+    ).first()
+    if ticket is None:
+        raise TicketNotFound()
+    created_at = now or _now()
+    order = OrderView(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        status=OrderStatus.CREATED,
+        expires_at=_to_millis(created_at + timedelta(seconds=expiration_seconds)),
+        version=0,
+        created_at=created_at,
+        ticket=TicketView(ticket.id, ticket.title, ticket.price, ticket.version),
+    )
+    try:
+        await session.execute(
+            insert(orders).values(
+                id=order.id,
+                user_id=user_id,
+                ticket_id=ticket_id,
+                status=order.status.value,
+                expires_at=order.expires_at,
+                version=order.version,
+                created_at=created_at,
+            )
+        )
+    except IntegrityError as exc:
+        if RESERVED_INDEX in str(exc.orig):
+            raise TicketReserved() from None
+        raise
+    enqueue(
+        session,
+        OrderCreated(
+            id=order.id,
+            version=order.version,
+            status=order.status,
+            user_id=user_id,
+            expires_at=order.expires_at,
+            ticket=OrderTicket(id=ticket.id, price=ticket.price),
+        ),
+    )
+    return order
+
+
+async def list_orders(
+    *,
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> tuple[list[OrderView], bool]:
+    """A page of the user's orders, newest first, after a keyset position; and whether more follow."""
+    query = (
+        select(*_ORDER_COLUMNS)
+        .join(tickets, tickets.c.id == orders.c.ticket_id)
+        .where(orders.c.user_id == user_id)
+        .order_by(orders.c.created_at.desc(), orders.c.id.desc())
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(tuple_(orders.c.created_at, orders.c.id) < tuple_(*after))
+    rows = (await session.execute(query)).all()
+    return [_view(row) for row in rows[:limit]], len(rows) > limit
+
+
+async def get_order(*, session: AsyncSession, order_id: uuid.UUID, user_id: uuid.UUID) -> OrderView:
+    """The caller's order with its ticket; 404 if unknown, 401 if someone else's."""
+    row = (
+        await session.execute(
+            select(*_ORDER_COLUMNS).join(tickets, tickets.c.id == orders.c.ticket_id).where(orders.c.id == order_id)
+        )
+    ).first()
+    if row is None:
+        raise OrderNotFound()
+    if row.user_id != user_id:
+        raise NotOrderOwner()
+    return _view(row)
+
+
+async def _close_open_order(session: AsyncSession, order_id: uuid.UUID, *, user_id: uuid.UUID | None = None) -> bool:
+    """Cancel the order if it is still open and publish order.cancelled; False if it was not open.
+
+    The status condition in the UPDATE is the optimistic-concurrency check: of a cancel, an expiration
+    and a payment racing for one order, Postgres lets exactly one UPDATE match, so there is only ever
+    one terminal transition and one order.cancelled.
+    """
+    statement = update(orders).where(orders.c.id == order_id, orders.c.status.in_([s.value for s in OPEN_STATUSES]))
+    if user_id is not None:
+        statement = statement.where(orders.c.user_id == user_id)
+    row = (
+        await session.execute(
+            statement.values(status=OrderStatus.CANCELLED.value, version=orders.c.version + 1).returning(
+                orders.c.ticket_id, orders.c.version
+            )
+        )
+    ).first()
+    if row is None:
+        return False
+    enqueue(session, OrderCancelled(id=order_id, version=row.version, ticket=TicketRef(id=row.ticket_id)))
+    return True
+
+
+async def cancel_order(*, session: AsyncSession, order_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """The owner cancels: True if it was cancelled now, False if it already was; 404, 401, or 400 if complete."""
+    if await _close_open_order(session, order_id, user_id=user_id):
+        return True
+    current = (await session.execute(select(orders.c.user_id, orders.c.status).where(orders.c.id == order_id))).first()
+    if current is None:
+        raise OrderNotFound()
+    if current.user_id != user_id:
+        raise NotOrderOwner()
+    if current.status == OrderStatus.COMPLETE:
+        raise OrderAlreadyComplete()
+    return False  # already cancelled: nothing changes and nothing is published
+
+
+async def expire_order(*, session: AsyncSession, order_id: uuid.UUID) -> bool:
+    """The reservation window ended: cancel unless complete or already cancelled. True if it was cancelled now."""
+    if await _close_open_order(session, order_id):
+        return True
+    status = (await session.execute(select(orders.c.status).where(orders.c.id == order_id))).scalar_one_or_none()
+    if status is None:
+        # Orders writes the order before order.created can exist, so no expiration can rightly precede it:
+        # an unknown id will never become known. Acked with a warning rather than retried into a dead letter.
+        logger.warning("expiration.complete for unknown order %s ignored", order_id)
+    return False
+
+
+async def complete_order(*, session: AsyncSession, order_id: uuid.UUID, payment_id: uuid.UUID, stripe_id: str) -> str:
+    """Record a payment: complete an open order, or mark a cancelled one for refund. Returns what happened."""
+    completed = (
+        await session.execute(
+            update(orders)
+            .where(orders.c.id == order_id, orders.c.status.in_([s.value for s in OPEN_STATUSES]))
+            .values(
+                status=OrderStatus.COMPLETE.value,
+                version=orders.c.version + 1,
+                payment_id=payment_id,
+                stripe_id=stripe_id,
+            )
+            .returning(orders.c.id)
+        )
+    ).first()
+    if completed is not None:
+        return "completed"
+    # Contract rule 9: a payment that meets a cancelled order is kept, visibly, for a refund.
+    flagged = (
+        await session.execute(
+            update(orders)
+            .where(
+                orders.c.id == order_id,
+                orders.c.status == OrderStatus.CANCELLED.value,
+                orders.c.payment_id.is_(None),
+            )
+            .values(refund_status=REFUND_PENDING, payment_id=payment_id, stripe_id=stripe_id)
+            .returning(orders.c.id)
+        )
+    ).first()
+    if flagged is not None:
+        logger.warning(
+            "payment %s (stripe %s) arrived for cancelled order %s: marked for refund",
+            payment_id,
+            stripe_id,
+            order_id,
+        )
+        return "refund_pending"
+    current = (
+        await session.execute(select(orders.c.status, orders.c.payment_id).where(orders.c.id == order_id))
+    ).first()
+    if current is None:
+        logger.warning("payment %s for unknown order %s ignored", payment_id, order_id)
+        return "unknown_order"
+    if current.payment_id == payment_id:
+        return "duplicate"
+    # Payments charges at most once per order (its idempotency key is the order id); a second payment is an anomaly.
+    logger.error(
+        "payment %s (stripe %s) for order %s, which already holds payment %s: needs an operator",
+        payment_id,
+        stripe_id,
+        order_id,
+        current.payment_id,
+    )
+    return "second_payment"
+
+
+async def apply_ticket(
+    *,
+    session: AsyncSession,
+    ticket_id: uuid.UUID,
+    version: int,
+    title: str,
+    price: Decimal,
+    order_id: uuid.UUID | None,
+) -> bool:
+    """Apply one ticket version to the replica in version order: True if applied, False if stale.
+
+    The common case is one statement (insert v0, or update from v-1); only when it matches nothing does
+    version_gate look at the held version to tell a stale event (ignored) from a gap (EventOutOfOrder).
+    """
+    values = {"title": title, "price": price, "version": version, "order_id": order_id}
+    if version == 0:
+        statement: Any = (
+            pg_insert(tickets).values(id=ticket_id, **values).on_conflict_do_nothing().returning(tickets.c.id)
+        )
+    else:
+        statement = (
+            update(tickets)
+            .where(tickets.c.id == ticket_id, tickets.c.version == version - 1)
+            .values(**values)
+            .returning(tickets.c.id)
+        )
+    if (await session.execute(statement)).first() is not None:
+        return True
+    held = (await session.execute(select(tickets.c.version).where(tickets.c.id == ticket_id))).scalar_one_or_none()
+    if version_gate(held, version):
+        # The row moved between our two statements (another replica): try again later from a clean state.
+        raise EventOutOfOrder(f"ticket {ticket_id} changed while applying version {version}")
+    return False
