@@ -1,0 +1,363 @@
+"""The /api/tickets routes, case by case as the contract lists them."""
+
+import uuid
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from ticketing_common.testing import make_user
+from ticketing_tickets.models import Ticket
+
+NOT_AUTHORIZED = {"errors": [{"message": "Not authorized"}]}
+NOT_FOUND = {"errors": [{"message": "Not Found"}]}
+
+
+async def stored_ticket(tickets, ticket_id: str) -> Ticket:
+    async with tickets.sessionmaker() as session:
+        return (await session.execute(select(Ticket).where(Ticket.id == uuid.UUID(ticket_id)))).scalar_one()
+
+
+async def reserve(ticket_id: str, publish, wait_handled, make_order_created):
+    created = make_order_created(ticket_id)
+    await publish(created)
+    await wait_handled(created.event_id)
+    return created
+
+
+# --- POST /api/tickets -------------------------------------------------------------------------------------------
+
+
+async def test_create_returns_the_new_ticket_at_version_0(tickets, seller) -> None:
+    response = await tickets.client.post(
+        "/api/tickets", json={"title": "concert", "price": 10.5}, headers=seller.headers
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body == {
+        "id": body["id"],
+        "title": "concert",
+        "price": 10.5,
+        "userId": str(seller.id),
+        "version": 0,
+        "orderId": None,
+    }
+    uuid.UUID(body["id"])
+
+
+async def test_create_stores_the_price_exactly_and_the_title_trimmed(tickets, seller) -> None:
+    response = await tickets.client.post(
+        "/api/tickets", json={"title": "  gig  ", "price": 0.1}, headers=seller.headers
+    )
+    assert response.json()["title"] == "gig"
+    row = await stored_ticket(tickets, response.json()["id"])
+    assert row.title == "gig"
+    assert row.price == Decimal("0.10")
+    assert isinstance(row.price, Decimal)
+
+
+@pytest.mark.parametrize("body", [{"title": "x" * 200, "price": 1_000_000}, {"title": "x", "price": 0.01}])
+async def test_create_accepts_the_boundaries(tickets, seller, body) -> None:
+    response = await tickets.client.post("/api/tickets", json=body, headers=seller.headers)
+    assert response.status_code == 201
+    assert response.json()["price"] == body["price"]
+
+
+async def test_create_refuses_anonymous_callers(tickets) -> None:
+    response = await tickets.client.post("/api/tickets", json={"title": "concert", "price": 10})
+    assert response.status_code == 401
+    assert response.json() == NOT_AUTHORIZED
+
+
+async def test_create_refuses_an_invalid_token(tickets) -> None:
+    forged = make_user(key="some-other-key-0123456789abcdef-0123456789")
+    response = await tickets.client.post("/api/tickets", json={"title": "concert", "price": 10}, headers=forged.headers)
+    assert response.status_code == 401
+
+
+async def test_create_accepts_a_bearer_token(tickets, seller) -> None:
+    response = await tickets.client.post(
+        "/api/tickets", json={"title": "concert", "price": 10}, headers={"Authorization": f"Bearer {seller.token}"}
+    )
+    assert response.status_code == 201
+    assert response.json()["userId"] == str(seller.id)
+
+
+TITLE_REQUIRED = ("title", "Title is required")
+PRICE_INVALID = ("price", "Price must be greater than 0")
+
+INVALID_BODIES = [
+    pytest.param({"price": 10}, *TITLE_REQUIRED, id="title missing"),
+    pytest.param({"title": "", "price": 10}, *TITLE_REQUIRED, id="title empty"),
+    pytest.param({"title": "   \t ", "price": 10}, *TITLE_REQUIRED, id="title blank"),
+    pytest.param({"title": "x" * 201, "price": 10}, *TITLE_REQUIRED, id="title too long"),
+    pytest.param({"title": 12, "price": 10}, *TITLE_REQUIRED, id="title a number"),
+    pytest.param({"title": None, "price": 10}, *TITLE_REQUIRED, id="title null"),
+    pytest.param({"title": ["a"], "price": 10}, *TITLE_REQUIRED, id="title a list"),
+    pytest.param({"title": "concert"}, *PRICE_INVALID, id="price missing"),
+    pytest.param({"title": "concert", "price": 0}, *PRICE_INVALID, id="price zero"),
+    pytest.param({"title": "concert", "price": -10}, *PRICE_INVALID, id="price negative"),
+    pytest.param({"title": "concert", "price": "10"}, *PRICE_INVALID, id="price a string"),
+    pytest.param({"title": "concert", "price": True}, *PRICE_INVALID, id="price a boolean"),
+    pytest.param({"title": "concert", "price": None}, *PRICE_INVALID, id="price null"),
+    pytest.param({"title": "concert", "price": 1_000_000.01}, "price", "Price must be at most 1,000,000", id="too big"),
+    pytest.param({"title": "concert", "price": 1.234}, "price", "Price must have at most 2 decimals", id="3 decimals"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "message"), INVALID_BODIES)
+async def test_create_rejects_invalid_fields(tickets, seller, body, field, message) -> None:
+    response = await tickets.client.post("/api/tickets", json=body, headers=seller.headers)
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"message": message, "field": field}]}
+
+
+@pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_create_rejects_non_finite_prices_sent_as_raw_json(tickets, seller, raw) -> None:
+    content = f'{{"title": "concert", "price": {raw}}}'.encode()
+    headers = {**seller.headers, "content-type": "application/json"}
+    response = await tickets.client.post("/api/tickets", content=content, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "price"
+
+
+async def test_create_reports_every_bad_field(tickets, seller) -> None:
+    response = await tickets.client.post("/api/tickets", json={"title": " ", "price": -1}, headers=seller.headers)
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": [
+            {"message": "Title is required", "field": "title"},
+            {"message": "Price must be greater than 0", "field": "price"},
+        ]
+    }
+
+
+async def test_create_rejects_malformed_json(tickets, seller) -> None:
+    headers = {**seller.headers, "content-type": "application/json"}
+    response = await tickets.client.post("/api/tickets", content=b'{"title": ', headers=headers)
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"message": "Request body must be valid JSON"}]}
+
+
+async def test_create_rejects_a_body_that_is_not_an_object(tickets, seller) -> None:
+    response = await tickets.client.post("/api/tickets", json=["concert", 10], headers=seller.headers)
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"message": "Request body must be a JSON object"}]}
+
+
+# --- GET /api/tickets/{id} ---------------------------------------------------------------------------------------
+
+
+async def test_show_returns_the_ticket_to_anyone(tickets, create_ticket) -> None:
+    created = await create_ticket(title="show me", price=99.99)
+    response = await tickets.client.get(f"/api/tickets/{created['id']}")
+    assert response.status_code == 200
+    assert response.json() == created
+
+
+async def test_show_returns_a_reserved_ticket_with_its_order(
+    tickets, create_ticket, publish, wait_handled, make_order_created
+) -> None:
+    created = await create_ticket()
+    order = await reserve(created["id"], publish, wait_handled, make_order_created)
+    body = (await tickets.client.get(f"/api/tickets/{created['id']}")).json()
+    assert body["orderId"] == str(order.id)
+    assert body["version"] == 1
+
+
+async def test_show_is_404_for_an_unknown_id(tickets) -> None:
+    response = await tickets.client.get(f"/api/tickets/{uuid.uuid4()}")
+    assert response.status_code == 404
+    assert response.json() == NOT_FOUND
+
+
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", "0" * 40, "%20"])
+async def test_show_is_404_for_a_malformed_id(tickets, bad_id) -> None:
+    response = await tickets.client.get(f"/api/tickets/{bad_id}")
+    assert response.status_code == 404
+    assert response.json() == NOT_FOUND
+
+
+# --- GET /api/tickets --------------------------------------------------------------------------------------------
+
+
+async def test_list_returns_unreserved_tickets_newest_first(tickets, create_ticket) -> None:
+    first = await create_ticket(title="first")
+    second = await create_ticket(title="second")
+    third = await create_ticket(title="third")
+    response = await tickets.client.get("/api/tickets")
+    assert response.status_code == 200
+    assert response.json() == [third, second, first]
+    assert "link" not in response.headers
+    assert "x-next-cursor" not in response.headers
+
+
+async def test_list_is_empty_without_tickets(tickets) -> None:
+    response = await tickets.client.get("/api/tickets")
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+async def test_list_leaves_out_reserved_tickets(
+    tickets, create_ticket, publish, wait_handled, make_order_created
+) -> None:
+    kept = await create_ticket()
+    reserved = await create_ticket()
+    await reserve(reserved["id"], publish, wait_handled, make_order_created)
+    ids = [t["id"] for t in (await tickets.client.get("/api/tickets")).json()]
+    assert ids == [kept["id"]]
+
+
+async def test_list_defaults_to_100_tickets(tickets, create_ticket) -> None:
+    for _ in range(101):
+        await create_ticket()
+    response = await tickets.client.get("/api/tickets")
+    assert len(response.json()) == 100
+    assert response.headers["x-next-cursor"]
+
+
+async def test_list_pages_with_limit_and_the_next_cursor(tickets, create_ticket) -> None:
+    created = [await create_ticket(title=f"t{i}") for i in range(7)]
+    newest_first = [t["id"] for t in reversed(created)]
+
+    page1 = await tickets.client.get("/api/tickets", params={"limit": 3})
+    assert [t["id"] for t in page1.json()] == newest_first[:3]
+    cursor = page1.headers["x-next-cursor"]
+    assert page1.headers["link"] == f'</api/tickets?limit=3&cursor={cursor}>; rel="next"'
+
+    page2 = await tickets.client.get("/api/tickets", params={"limit": 3, "cursor": cursor})
+    assert [t["id"] for t in page2.json()] == newest_first[3:6]
+
+    # Following the Link header as a client would reaches the last page, which has no next link.
+    link = page2.headers["link"]
+    url = link[link.index("<") + 1 : link.index(">")]
+    page3 = await tickets.client.get(url)
+    assert [t["id"] for t in page3.json()] == newest_first[6:]
+    assert "link" not in page3.headers
+    assert "x-next-cursor" not in page3.headers
+
+
+async def test_paging_is_stable_when_tickets_are_added_meanwhile(tickets, create_ticket) -> None:
+    older = [await create_ticket() for _ in range(4)]
+    page1 = await tickets.client.get("/api/tickets", params={"limit": 2})
+    await create_ticket(title="newer than the cursor")
+    page2 = await tickets.client.get("/api/tickets", params={"limit": 2, "cursor": page1.headers["x-next-cursor"]})
+    assert [t["id"] for t in page2.json()] == [older[1]["id"], older[0]["id"]]
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "2.5", ""])
+async def test_list_rejects_a_bad_limit(tickets, limit) -> None:
+    response = await tickets.client.get("/api/tickets", params={"limit": limit})
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"message": "Limit must be between 1 and 100", "field": "limit"}]}
+
+
+@pytest.mark.parametrize("cursor", ["garbage!", "bm90LWEtY3Vyc29y", "", "MjAyNi0wMS0wMVQwMDowMDowMHxub3QtYS11dWlk"])
+async def test_list_rejects_a_malformed_cursor(tickets, cursor) -> None:
+    response = await tickets.client.get("/api/tickets", params={"cursor": cursor})
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"message": "Cursor is invalid", "field": "cursor"}]}
+
+
+# --- PUT /api/tickets/{id} ---------------------------------------------------------------------------------------
+
+
+async def test_update_changes_the_ticket_and_bumps_the_version(tickets, seller, create_ticket) -> None:
+    created = await create_ticket(title="before", price=10)
+    response = await tickets.client.put(
+        f"/api/tickets/{created['id']}", json={"title": "  after ", "price": 12.34}, headers=seller.headers
+    )
+    assert response.status_code == 200
+    assert response.json() == {**created, "title": "after", "price": 12.34, "version": 1}
+    assert (await tickets.client.get(f"/api/tickets/{created['id']}")).json() == response.json()
+    again = await tickets.client.put(
+        f"/api/tickets/{created['id']}", json={"title": "again", "price": 5}, headers=seller.headers
+    )
+    assert again.json()["version"] == 2
+    row = await stored_ticket(tickets, created["id"])
+    assert (row.title, row.price, row.version) == ("again", Decimal("5.00"), 2)
+
+
+async def test_update_refuses_anonymous_callers(tickets, create_ticket) -> None:
+    created = await create_ticket()
+    response = await tickets.client.put(f"/api/tickets/{created['id']}", json={"title": "mine now", "price": 1})
+    assert response.status_code == 401
+    assert response.json() == NOT_AUTHORIZED
+
+
+async def test_update_refuses_someone_who_is_not_the_owner(tickets, create_ticket) -> None:
+    created = await create_ticket(title="original")
+    response = await tickets.client.put(
+        f"/api/tickets/{created['id']}", json={"title": "stolen", "price": 1}, headers=make_user().headers
+    )
+    assert response.status_code == 401
+    assert response.json() == NOT_AUTHORIZED
+    assert (await stored_ticket(tickets, created["id"])).title == "original"
+
+
+async def test_update_is_404_for_an_unknown_ticket(tickets, seller) -> None:
+    response = await tickets.client.put(
+        f"/api/tickets/{uuid.uuid4()}", json={"title": "x", "price": 1}, headers=seller.headers
+    )
+    assert response.status_code == 404
+    assert response.json() == NOT_FOUND
+
+
+async def test_update_is_404_for_a_malformed_id(tickets, seller) -> None:
+    response = await tickets.client.put("/api/tickets/nope", json={"title": "x", "price": 1}, headers=seller.headers)
+    assert response.status_code == 404
+    assert response.json() == NOT_FOUND
+
+
+@pytest.mark.parametrize(("body", "field", "message"), INVALID_BODIES)
+async def test_update_rejects_invalid_fields(tickets, seller, create_ticket, body, field, message) -> None:
+    created = await create_ticket(title="unchanged")
+    response = await tickets.client.put(f"/api/tickets/{created['id']}", json=body, headers=seller.headers)
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"message": message, "field": field}]}
+    row = await stored_ticket(tickets, created["id"])
+    assert (row.title, row.version) == ("unchanged", 0)
+
+
+async def test_update_rejects_a_reserved_ticket(
+    tickets, seller, create_ticket, publish, wait_handled, make_order_created
+) -> None:
+    created = await create_ticket(title="reserved")
+    await reserve(created["id"], publish, wait_handled, make_order_created)
+    response = await tickets.client.put(
+        f"/api/tickets/{created['id']}", json={"title": "changed", "price": 1}, headers=seller.headers
+    )
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"message": "Cannot edit a reserved ticket"}]}
+    row = await stored_ticket(tickets, created["id"])
+    assert (row.title, row.version) == ("reserved", 1)
+
+
+async def test_a_reserved_ticket_is_still_not_yours_to_edit(
+    tickets, create_ticket, publish, wait_handled, make_order_created
+) -> None:
+    created = await create_ticket()
+    await reserve(created["id"], publish, wait_handled, make_order_created)
+    response = await tickets.client.put(
+        f"/api/tickets/{created['id']}", json={"title": "x", "price": 1}, headers=make_user().headers
+    )
+    assert response.status_code == 401
+
+
+# --- the service around the routes -------------------------------------------------------------------------------
+
+
+async def test_responses_carry_the_request_id(tickets, create_ticket) -> None:
+    created = await create_ticket()
+    response = await tickets.client.get(f"/api/tickets/{created['id']}", headers={"X-Request-ID": "req-tickets-1"})
+    assert response.headers["x-request-id"] == "req-tickets-1"
+
+
+async def test_health_readiness_and_docs(tickets) -> None:
+    assert (await tickets.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await tickets.client.get("/readyz")).json() == {"status": "ready"}
+    paths = (await tickets.client.get("/api/tickets/openapi.json")).json()["paths"]
+    assert set(paths) == {"/api/tickets", "/api/tickets/{id}"}
+    assert set(paths["/api/tickets"]) == {"get", "post"}
+    assert set(paths["/api/tickets/{id}"]) == {"get", "put"}
+    assert (await tickets.client.get("/api/tickets/docs")).status_code == 200

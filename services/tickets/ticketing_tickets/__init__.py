@@ -1,0 +1,1 @@
+"""tickets: tickets for sale, their edits, and their reservation by orders."""

@@ -1,0 +1,1 @@
+"""tickets' Alembic migrations."""

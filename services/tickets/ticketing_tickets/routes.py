@@ -1,0 +1,101 @@
+"""tickets routes under /api/tickets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ticketing_common.auth import CurrentUser
+from ticketing_common.db import SessionDep
+from ticketing_common.validation import parse_id
+from ticketing_tickets import service
+from ticketing_tickets.schemas import DEFAULT_LIMIT, Limit, PageCursor, TicketCreate, TicketRead, TicketUpdate
+
+router = APIRouter(prefix="/api/tickets", tags=["tickets"])
+
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
+_PAGE = TypeAdapter(list[TicketRead])
+
+
+async def get_reader(request: Request) -> AsyncIterator[AsyncConnection]:
+    """An autocommit connection for single-statement reads: no BEGIN/COMMIT round trips around them."""
+    engine: AsyncEngine = request.app.state.runtime.engine
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
+
+
+# scope="function": the connection goes back to the pool before the response is sent.
+ReaderDep = Annotated[AsyncConnection, Depends(get_reader, scope="function")]
+
+
+def _read(ticket: service.TicketState) -> TicketRead:
+    # The state was validated on its way in; serializing it needs no second validation.
+    return TicketRead.model_construct(
+        id=ticket.id,
+        title=ticket.title,
+        price=ticket.price,
+        user_id=ticket.user_id,
+        version=ticket.version,
+        order_id=ticket.order_id,
+    )
+
+
+def _ticket_response(ticket: service.TicketState, status_code: int = status.HTTP_200_OK) -> Response:
+    return Response(_read(ticket).model_dump_json(by_alias=True), status_code, media_type="application/json")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TicketRead)
+async def create_ticket(body: TicketCreate, user: CurrentUser, session: SessionDep) -> Response:
+    """List a ticket for sale; publishes ticket.created."""
+    ticket = await service.create_ticket(session=session, user_id=user.id, title=body.title, price=body.price)
+    return _ticket_response(ticket, status.HTTP_201_CREATED)
+
+
+@router.get(
+    "",
+    response_model=list[TicketRead],
+    responses={
+        200: {
+            "description": "Unreserved tickets, newest first. When there are more, the `Link` header "
+            '(`rel="next"`) and the `X-Next-Cursor` header give the next page.',
+        }
+    },
+)
+async def list_tickets(
+    db: ReaderDep,
+    request: Request,
+    limit: Annotated[Limit, Query(description="Page size, 1 to 100")] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(description="The X-Next-Cursor of the previous page")] = None,
+) -> Response:
+    """The tickets no order reserves, newest first, one page at a time."""
+    after = PageCursor.decode(cursor) if cursor is not None else None
+    page, next_cursor = await service.list_unreserved_tickets(db=db, limit=limit, after=after)
+    response = Response(_PAGE.dump_json([_read(t) for t in page], by_alias=True), media_type="application/json")
+    if next_cursor is not None:
+        token = next_cursor.encode()
+        query = urlencode({"limit": limit, "cursor": token})
+        response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+        response.headers[NEXT_CURSOR_HEADER] = token
+    return response
+
+
+@router.get("/{id}", response_model=TicketRead)
+async def read_ticket(id: str, db: ReaderDep) -> Response:
+    """One ticket, reserved or not."""
+    ticket = await service.get_ticket(db=db, ticket_id=parse_id(id))
+    return _ticket_response(ticket)
+
+
+@router.put("/{id}", response_model=TicketRead)
+async def update_ticket(id: str, body: TicketUpdate, user: CurrentUser, session: SessionDep) -> Response:
+    """Change the title and price of your unreserved ticket; publishes ticket.updated."""
+    ticket = await service.update_ticket(
+        session=session, ticket_id=parse_id(id), user_id=user.id, title=body.title, price=body.price
+    )
+    return _ticket_response(ticket)
