@@ -1,0 +1,1 @@
+"""expiration's Alembic migrations."""

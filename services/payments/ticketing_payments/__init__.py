@@ -1,0 +1,1 @@
+"""payments: charges orders exactly once and publishes payment.created."""
