@@ -1,0 +1,70 @@
+"""Concurrent writers to one ticket never both win and never lose an update."""
+
+import asyncio
+
+from sqlalchemy import select
+
+from ticketing_tickets.models import Ticket
+
+
+async def stored(tickets, ticket_id) -> Ticket:
+    async with tickets.sessionmaker() as session:
+        return (await session.execute(select(Ticket).where(Ticket.id == ticket_id))).scalar_one()
+
+
+async def test_concurrent_edits_each_get_their_own_version(tickets, seller, create_ticket, events) -> None:
+    ticket = await create_ticket()
+    responses = await asyncio.gather(
+        *(
+            tickets.client.put(
+                f"/api/tickets/{ticket['id']}", json={"title": f"edit {i}", "price": i + 1}, headers=seller.headers
+            )
+            for i in range(10)
+        )
+    )
+    assert {r.status_code for r in responses} <= {200, 409}
+    won = [r.json() for r in responses if r.status_code == 200]
+    # Exactly one winner per version: the versions handed out are 1..n with no gaps or repeats.
+    assert sorted(w["version"] for w in won) == list(range(1, len(won) + 1))
+    row = await stored(tickets, ticket["id"])
+    assert row.version == len(won)
+    # No lost update: the row holds the edit that got the last version, and each edit was published once.
+    last = max(won, key=lambda w: w["version"])
+    assert (row.title, float(row.price)) == (last["title"], last["price"])
+    published = await events.wait_for("ticket.updated", len(won))
+    assert sorted(e["version"] for e in published) == list(range(1, len(won) + 1))
+    assert {(e["version"], e["title"]) for e in published} == {(w["version"], w["title"]) for w in won}
+
+
+async def test_an_order_reserving_during_edits_loses_neither_change(
+    tickets, seller, create_ticket, publish, wait_handled, events, make_order_created
+) -> None:
+    ticket = await create_ticket()
+    created = make_order_created(ticket["id"])
+
+    async def edit(i: int):
+        await asyncio.sleep(0.005 * i)
+        return await tickets.client.put(
+            f"/api/tickets/{ticket['id']}", json={"title": f"edit {i}", "price": 5}, headers=seller.headers
+        )
+
+    results = await asyncio.gather(publish(created), *(edit(i) for i in range(10)))
+    await wait_handled(created.event_id)
+    responses = results[1:]
+    assert {r.status_code for r in responses} <= {200, 400}
+    refused = [r for r in responses if r.status_code == 400]
+    assert all(r.json() == {"errors": [{"message": "Cannot edit a reserved ticket"}]} for r in refused)
+    won = [r.json() for r in responses if r.status_code == 200]
+
+    row = await stored(tickets, ticket["id"])
+    # The reservation stuck, every accepted edit counted, and each change has its own version.
+    assert row.order_id == created.id
+    assert row.version == len(won) + 1
+    published = await events.wait_for("ticket.updated", len(won) + 1)
+    assert [e["version"] for e in published] == list(range(1, len(won) + 2))
+    reservation = next(e for e in published if e["orderId"] is not None)
+    # Edits that won all came before the reservation; none landed on the reserved ticket.
+    assert all(w["version"] < reservation["version"] for w in won)
+    assert reservation["version"] == row.version
+    if won:
+        assert row.title == max(won, key=lambda w: w["version"])["title"]
