@@ -1,0 +1,64 @@
+"""payments test fixtures: the service (fake provider) against the test Postgres and NATS, and an order factory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from ticketing_common.events import OrderStatus
+from ticketing_common.testing.plugin import RunningService, ServiceStarter
+from ticketing_payments import service
+from ticketing_payments.app import create_app
+from ticketing_payments.models import Order
+from ticketing_payments.providers import FakeProvider
+from ticketing_payments.settings import Settings
+
+OrderFactory = Callable[..., Awaitable[Order]]
+
+
+@pytest.fixture
+async def payments(start_service: ServiceStarter) -> RunningService:
+    return await start_service(create_app, Settings, "ticketing_payments")
+
+
+@pytest.fixture
+def fake_provider(payments: RunningService) -> FakeProvider:
+    provider = payments.app.state.payment_provider
+    assert isinstance(provider, FakeProvider)
+    return provider
+
+
+@pytest.fixture
+def make_order(payments: RunningService) -> OrderFactory:
+    """Put an order in the replica as order.created would, with unique ids; keyword arguments override fields."""
+
+    async def make(
+        *,
+        user_id: uuid.UUID | None = None,
+        price: Decimal = Decimal("20.50"),
+        status: OrderStatus = OrderStatus.CREATED,
+        expires_in: float = 900,
+    ) -> Order:
+        order_id = uuid.uuid4()
+        async with payments.sessionmaker() as session, session.begin():
+            await service.record_order_created(
+                session=session,
+                order_id=order_id,
+                version=0,
+                user_id=user_id or uuid.uuid4(),
+                price=price,
+                status=status.value,
+                expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
+            )
+            if status == OrderStatus.CANCELLED:
+                await service.record_order_cancelled(session=session, order_id=order_id, version=1)
+        async with payments.sessionmaker() as session:
+            order = await session.get(Order, order_id)
+        assert order is not None
+        return order
+
+    return make

@@ -1,0 +1,127 @@
+"""payments use cases: charge an order once, and keep the order replica in version order; no FastAPI here."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ticketing_common.errors import BadRequest, NotAuthorized, NotFound
+from ticketing_common.events import OrderStatus, PaymentCreated
+from ticketing_common.listener import version_gate
+from ticketing_common.outbox import enqueue
+from ticketing_payments.models import Order, Payment
+from ticketing_payments.providers import PaymentProvider
+
+CURRENCY = "usd"
+
+
+class OrderNotFound(NotFound):
+    """No order with that id has reached payments."""
+
+
+class CancelledOrderPayment(BadRequest):
+    """A payment for a cancelled order."""
+
+    def __init__(self) -> None:
+        super().__init__("Cannot pay for a cancelled order")
+
+
+class OrderAlreadyPaid(BadRequest):
+    """A second payment for an order that has one."""
+
+    def __init__(self) -> None:
+        super().__init__("Order already paid")
+
+
+class OrderExpired(BadRequest):
+    """A payment after the order's reservation ended (rule 9: late payments are refused, not lost)."""
+
+    def __init__(self) -> None:
+        super().__init__("Order has expired")
+
+
+async def create_payment(
+    *,
+    session: AsyncSession,
+    provider: PaymentProvider,
+    user_id: uuid.UUID,
+    order_id: uuid.UUID,
+    token: str,
+    now: datetime | None = None,
+) -> Payment:
+    """Charge the caller's order once and stage payment.created with the payment row.
+
+    The provider is called inside this transaction while it holds the order row's lock (SELECT ... FOR UPDATE), so
+    payments for one order run one at a time: the second sees the first's payment and is refused without calling
+    the provider. If the commit fails after a successful charge, a retry reaches the provider with the same
+    idempotency key (the order id) and gets the same charge back, so the customer is never charged twice.
+    """
+    order = (await session.execute(select(Order).where(Order.id == order_id).with_for_update())).scalar_one_or_none()
+    if order is None:
+        raise OrderNotFound()
+    if order.user_id != user_id:
+        raise NotAuthorized()
+    if order.status == OrderStatus.CANCELLED:
+        raise CancelledOrderPayment()
+    if await session.scalar(select(Payment.id).where(Payment.order_id == order.id)) is not None:
+        raise OrderAlreadyPaid()
+    if order.expires_at <= (now or datetime.now(UTC)):
+        raise OrderExpired()
+    charge = await provider.charge(
+        amount=order.price,
+        currency=CURRENCY,
+        token=token,
+        idempotency_key=str(order.id),
+        metadata={"orderId": str(order.id)},
+    )
+    payment = Payment(id=uuid.uuid4(), order_id=order.id, stripe_id=charge.id, amount=order.price)
+    session.add(payment)
+    enqueue(session, PaymentCreated(id=payment.id, order_id=order.id, stripe_id=charge.id))
+    try:
+        await session.flush()
+    except IntegrityError:
+        # Unreachable while the row lock serialises payments; the unique index is the last word regardless.
+        raise OrderAlreadyPaid() from None
+    return payment
+
+
+async def _held_version(session: AsyncSession, order_id: uuid.UUID) -> int | None:
+    return await session.scalar(select(Order.version).where(Order.id == order_id).with_for_update())
+
+
+async def record_order_created(
+    *,
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    version: int,
+    user_id: uuid.UUID,
+    price: Decimal,
+    status: str,
+    expires_at: datetime,
+) -> bool:
+    """Add an order to the replica (version 0); a duplicate or older event changes nothing."""
+    if not version_gate(await _held_version(session, order_id), version):
+        return False
+    inserted = await session.execute(
+        pg_insert(Order)
+        .values(id=order_id, version=version, user_id=user_id, price=price, status=status, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=[Order.id])
+        .returning(Order.id)
+    )
+    return inserted.first() is not None
+
+
+async def record_order_cancelled(*, session: AsyncSession, order_id: uuid.UUID, version: int) -> bool:
+    """Mark a replica order cancelled; an old or equal version is ignored, one ahead of the create waits for it."""
+    if not version_gate(await _held_version(session, order_id), version):
+        return False
+    await session.execute(
+        update(Order).where(Order.id == order_id).values(status=OrderStatus.CANCELLED.value, version=version)
+    )
+    return True
