@@ -289,3 +289,18 @@ async def test_outbox_rows_are_claimed_with_skip_locked(probe: RunningService) -
         assert await other.publish_pending() == 2
         await holder.rollback()
     assert await other.publish_pending() == 1
+
+
+async def test_driver_connection_statements_belong_to_the_session_transaction(probe: RunningService) -> None:
+    from ticketing_common.db import driver_connection
+
+    async with probe.sessionmaker() as session:
+        conn = await driver_connection(session)
+        await conn.execute("INSERT INTO inbox (consumer, message_id) VALUES ('c', 'rolled-back')")
+        await session.rollback()
+    async with probe.sessionmaker() as session, session.begin():
+        conn = await driver_connection(session)
+        await conn.execute("INSERT INTO inbox (consumer, message_id) VALUES ('c', 'committed')")
+    async with probe.sessionmaker() as session:
+        ids = (await session.execute(text("SELECT message_id FROM inbox WHERE consumer = 'c'"))).scalars().all()
+    assert ids == ["committed"]

@@ -8,19 +8,19 @@ import json
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
-from sqlalchemy import Result, insert, literal_column
+from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ticketing_common import metrics
-from ticketing_common.db import DeadLetter, InboxRecord, OutboxEvent
+from ticketing_common.db import DeadLetter, InboxRecord, OutboxEvent, driver_connection
 from ticketing_common.events import Event, stream_for
 from ticketing_common.requestid import set_request_id
 
@@ -44,6 +44,11 @@ def version_gate(held: int | None, incoming: int) -> bool:
     if incoming == held + 1:
         return True
     raise EventOutOfOrder(f"version {incoming} arrived while holding {held}")
+
+
+_CLAIM = (
+    "INSERT INTO inbox (consumer, message_id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING RETURNING message_id"
+)
 
 
 def durable_name(service: str, subject: str) -> str:
@@ -148,8 +153,7 @@ class Listener(ABC, Generic[E]):
                 continue
             self._busy = True
             try:
-                for msg in messages:
-                    await self.process(msg)
+                await self.process_batch(messages)
             finally:
                 self._busy = False
 
@@ -164,6 +168,55 @@ class Listener(ABC, Generic[E]):
     def _retry_delay(self, deliveries: int) -> float:
         return float(min(self.retry_delay * 2 ** max(deliveries - 1, 0), self.max_retry_delay))
 
+    async def _claim(self, session: AsyncSession, message_ids: list[str]) -> set[str]:
+        """Record messages in the inbox; returns the ids not handled before (one round trip for a batch)."""
+        conn = await driver_connection(session)
+        rows = await conn.fetch(_CLAIM, self.durable, message_ids)
+        return {row[0] for row in rows}
+
+    async def _handle_checked(self, session: AsyncSession, event: Event) -> None:
+        transaction = session.get_transaction()
+        await self.handle(event, session)  # type: ignore[arg-type]
+        if session.get_transaction() is not transaction:
+            # A handler that commits or rolls back would let us ack work that is not (all) in the database.
+            raise RuntimeError(f"{type(self).__name__}.handle must not end the transaction; raise instead")
+
+    async def process_batch(self, messages: list[Msg]) -> None:
+        """Apply a fetched batch in one transaction, then ack it; on any trouble, redo it one message at a time.
+
+        One commit per batch instead of per event is what lets a listener keep up with a busy stream; the
+        fallback gives each message its own fate (a version gap waits, a failure retries, a poison pill is
+        dead-lettered) without holding back the others.
+        """
+        if len(messages) == 1:
+            await self.process(messages[0])
+            return
+        batch: list[tuple[Msg, Event, str]] = []
+        for msg in messages:
+            try:
+                batch.append((msg, self.event_type.model_validate_json(msg.data), self.message_id(msg)))
+            except ValidationError:
+                await self.process(msg)  # dead-letters it
+        outcomes: list[str] = []
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                fresh = await self._claim(session, [message_id for _, _, message_id in batch])
+                for msg, event, message_id in batch:
+                    if message_id not in fresh:
+                        outcomes.append("duplicate")
+                        continue
+                    fresh.discard(message_id)  # the same id twice in one batch is a duplicate too
+                    set_request_id(msg.headers.get("X-Request-ID") if msg.headers else None)
+                    await self._handle_checked(session, event)
+                    outcomes.append("applied")
+        except Exception:
+            for msg, _, _ in batch:
+                await self.process(msg)
+            return
+        for (msg, _, _), outcome in zip(batch, outcomes, strict=True):
+            metrics.EVENTS_HANDLED.labels(self.durable, outcome).inc()
+            await msg.ack()
+
     async def process(self, msg: Msg) -> None:
         """Handle one message: parse, apply once inside a transaction with its inbox record, then ack."""
         set_request_id(msg.headers.get("X-Request-ID") if msg.headers else None)
@@ -176,16 +229,9 @@ class Listener(ABC, Generic[E]):
             return
         try:
             async with self.sessionmaker() as session, session.begin():
-                claimed: Result[Any] = await session.execute(
-                    pg_insert(InboxRecord)
-                    .values(consumer=self.durable, message_id=message_id)
-                    .on_conflict_do_nothing()
-                    .returning(literal_column("1"))
-                )
-                if claimed.first() is None:
-                    outcome = "duplicate"
-                else:
-                    await self.handle(event, session)  # type: ignore[arg-type]
+                outcome = "duplicate"
+                if await self._claim(session, [message_id]):
+                    await self._handle_checked(session, event)
                     outcome = "applied"
         except EventOutOfOrder as exc:
             await self._retry_or_give_up(msg, message_id, deliveries, str(exc), "deferred")
