@@ -70,11 +70,11 @@ test: install k8s-check ## Lint, type-check and run every package's tests agains
 	$(BIN)/mypy common/ticketing_common
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-dev: install ## Run the whole suite locally
-	@echo "make dev: not yet; the local stack arrives with the dev-stack issue"
+dev: install ## Run the whole suite locally behind one gateway (http://127.0.0.1:8080); Ctrl-C stops it
+	@$(BIN)/ticketing dev up
 
-dev-reset: ## Wipe the local dev state
-	rm -rf .state
+dev-reset: ## Wipe the local dev state (databases, streams, logs); refuses while `make dev` runs
+	@if [ -x $(BIN)/ticketing ]; then $(BIN)/ticketing dev reset; else rm -rf .state; fi
 
 clean: ## Remove the virtual environment and tools
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

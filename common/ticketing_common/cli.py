@@ -1,0 +1,527 @@
+"""The `ticketing` command: run the local stack, look at the broker, follow the events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import sys
+import urllib.parse
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ticketing_common.devstack import (
+    DEFAULT_GATEWAY_HOST,
+    DEFAULT_GATEWAY_PORT,
+    DevOptions,
+    DevStackError,
+    default_state_dir,
+    read_state,
+    repo_root,
+    run_dev_stack,
+    running_pid,
+    stop_runner,
+)
+from ticketing_common.events import STREAMS
+
+DEFAULT_MONITOR_URL = "http://127.0.0.1:8222"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEADLETTER_STREAM = "DEADLETTERS"
+
+app = typer.Typer(
+    help="The ticketing suite on your machine: `ticketing dev up`, `ticketing broker`, `ticketing events tail`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+dev_app = typer.Typer(help="The local stack (what `make dev` runs).", no_args_is_help=True)
+events_app = typer.Typer(help="Events on the bus.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+app.add_typer(events_app, name="events")
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(Exception):
+    """A failure the user can act on: printed as one line, exit code 1."""
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    return typer.Exit(1)
+
+
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        envvar="TICKETING_STATE_DIR",
+        help="Where the stack keeps its data, logs and pid (default: <repo>/.state).",
+        show_default=False,
+    ),
+]
+
+
+def _state_dir(value: Path | None) -> Path:
+    try:
+        return value.resolve() if value else default_state_dir()
+    except DevStackError as exc:
+        raise _fail(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ticketing dev
+
+
+def _parse_ports(values: list[str]) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for value in values:
+        name, sep, port = value.partition("=")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise _fail(f"--service-port wants NAME=PORT (e.g. auth=8001), got {value!r}")
+        ports[name.strip()] = int(port)
+    return ports
+
+
+@dev_app.command("up")
+def dev_up(
+    port: Annotated[
+        int, typer.Option("--port", "-p", envvar="TICKETING_GATEWAY_PORT", help="Gateway port (0: any free port).")
+    ] = DEFAULT_GATEWAY_PORT,
+    host: Annotated[str, typer.Option(envvar="TICKETING_GATEWAY_HOST", help="Gateway address.")] = DEFAULT_GATEWAY_HOST,
+    state_dir: StateDirOption = None,
+    service_port: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=PORT for one service (repeatable; also TICKETING_<NAME>_PORT). Default: free ports."),
+    ] = None,
+    nats_port: Annotated[int, typer.Option(envvar="TICKETING_NATS_PORT", help="NATS client port (0: free).")] = 0,
+    monitor_port: Annotated[
+        int, typer.Option(envvar="TICKETING_NATS_MONITOR_PORT", help="NATS monitoring port (0: free).")
+    ] = 0,
+    postgres_port: Annotated[int, typer.Option(envvar="TICKETING_POSTGRES_PORT", help="Postgres port (0: free).")] = 0,
+) -> None:
+    """Start Postgres, NATS, migrations, every service and the gateway; Ctrl-C stops them all."""
+    options = DevOptions(
+        state_dir=_state_dir(state_dir),
+        gateway_host=host,
+        gateway_port=port,
+        service_ports=_parse_ports(service_port or []),
+        nats_port=nats_port,
+        monitor_port=monitor_port,
+        postgres_port=postgres_port,
+    )
+    try:
+        code = run_dev_stack(options)
+    except DevStackError as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@dev_app.command("down")
+def dev_down(state_dir: StateDirOption = None) -> None:
+    """Stop the running stack (signals the runner, waits until everything has stopped)."""
+    directory = _state_dir(state_dir)
+    try:
+        pid = stop_runner(directory)
+    except DevStackError as exc:
+        raise _fail(str(exc)) from None
+    if pid is None:
+        console.print(f"no dev stack is running (state: {directory})")
+    else:
+        console.print(f"stopped the dev stack (pid {pid})")
+
+
+@dev_app.command("status")
+def dev_status(state_dir: StateDirOption = None) -> None:
+    """What runs, where, and whether each service is ready; exit code 1 when the stack is down or not ready."""
+    directory = _state_dir(state_dir)
+    pid = running_pid(directory)
+    state = read_state(directory)
+    if pid is None or state is None:
+        console.print(f"the dev stack is not running (state: {directory})")
+        raise typer.Exit(1)
+    table = Table(title=f"dev stack (pid {pid}), gateway {state.get('gateway_url')}", title_justify="left")
+    for column in ("service", "url", "pid", "restarts", "ready", "docs"):
+        table.add_column(column)
+    all_ready = True
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        for name, service in state.get("services", {}).items():
+            ready = _probe(client, f"{service['url']}/readyz")
+            all_ready = all_ready and ready == "ready"
+            docs = f"{state.get('gateway_url')}{service['api_prefix']}/docs" if service.get("api_prefix") else "-"
+            style = "green" if ready == "ready" else "red"
+            table.add_row(
+                name,
+                service["url"],
+                str(service.get("pid") or "-"),
+                str(service.get("restarts", 0)),
+                f"[{style}]{ready}[/{style}]",
+                docs,
+            )
+    console.print(table)
+    console.print(f"NATS {state.get('nats_url')}  monitoring {state.get('monitor_url')}")
+    console.print(f"Postgres 127.0.0.1:{state.get('postgres_port')}  state {directory}")
+    if not all_ready:
+        raise typer.Exit(1)
+
+
+def _probe(client: httpx.Client, url: str) -> str:
+    try:
+        response = client.get(url)
+    except httpx.HTTPError:
+        return "down"
+    if response.status_code == 200:
+        return "ready"
+    with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+        return f"not ready: {response.json()['errors'][0]['message']}"
+    return f"not ready ({response.status_code})"
+
+
+@dev_app.command("restart")
+def dev_restart(
+    service: Annotated[str, typer.Argument(help="The service to restart, e.g. orders.")],
+    state_dir: StateDirOption = None,
+) -> None:
+    """Restart one service: it is stopped gracefully and the runner starts it again."""
+    import signal
+
+    directory = _state_dir(state_dir)
+    state = read_state(directory)
+    if running_pid(directory) is None or state is None:
+        raise _fail("the dev stack is not running")
+    entry = state.get("services", {}).get(service)
+    if entry is None:
+        raise _fail(f"no service named {service!r}; known: {', '.join(state.get('services', {}))}")
+    if not entry.get("pid"):
+        raise _fail(f"{service} is not running right now (the runner is restarting it)")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(entry["pid"], signal.SIGTERM)
+    console.print(f"asked {service} (pid {entry['pid']}) to stop; the runner starts it again")
+
+
+@dev_app.command("reset")
+def dev_reset(state_dir: StateDirOption = None) -> None:
+    """Delete the stack's data (databases, streams, logs); refuses while the stack runs."""
+    directory = _state_dir(state_dir)
+    if running_pid(directory) is not None:
+        raise _fail("the dev stack is running; stop it first (`ticketing dev down`)")
+    shutil.rmtree(directory, ignore_errors=True)
+    console.print(f"wiped {directory}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ticketing broker
+
+
+def _running_state() -> dict[str, Any] | None:
+    with contextlib.suppress(DevStackError):
+        directory = default_state_dir()
+        if running_pid(directory) is not None:
+            return read_state(directory)
+    return None
+
+
+def _check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in schemes or not parsed.hostname:
+        raise CliError(f"{what} must look like {schemes[0]}://host:port, got {url!r}")
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise CliError(f"{what} has a bad port: {url!r}") from None
+    return url.rstrip("/")
+
+
+def fetch_jsz(monitor: str) -> dict[str, Any]:
+    """The monitoring endpoint's JetStream report, with streams, consumers and their configs."""
+    url = f"{monitor}/jsz?streams=true&consumers=true&config=true"
+    try:
+        with httpx.Client(timeout=5.0, trust_env=False) as client:
+            response = client.get(url)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the NATS monitoring endpoint at {monitor}: {_reason(exc)}") from None
+    if response.status_code != 200:
+        raise CliError(f"{url} answered {response.status_code}; is this a nats-server monitoring port?")
+    try:
+        data: dict[str, Any] = response.json()
+    except ValueError:
+        raise CliError(f"{url} did not answer JSON; is this a nats-server monitoring port?") from None
+    return data
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
+        if marker.lower() in text.lower():
+            return marker.lower()
+    return text.splitlines()[0]
+
+
+async def deadletter_counts(nats_url: str) -> dict[str, int]:
+    """Messages per `deadletter.<durable>` subject in the DEADLETTERS stream (the monitoring port has no such count)."""
+    import nats
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+    try:
+        js = nc.jetstream()
+        try:
+            info = await js.stream_info(DEADLETTER_STREAM, subjects_filter="deadletter.>")
+        except NotFoundError:
+            return {}
+        subjects = info.state.subjects or {}
+        return {subject.removeprefix("deadletter."): int(count) for subject, count in subjects.items()}
+    finally:
+        await nc.close()
+
+
+def _nats_url_for(monitor: str) -> str:
+    host = urllib.parse.urlparse(monitor).hostname or "127.0.0.1"
+    return f"nats://{host}:4222"
+
+
+def broker_tables(jsz: dict[str, Any], deadletters: dict[str, int] | None) -> tuple[Table, Table]:
+    """Two tables: the streams, and their consumers with pending, ack pending, redelivered and dead letters."""
+    streams = Table(title="streams", title_justify="left")
+    for column in ("stream", "subjects", "messages", "bytes", "first seq", "last seq", "consumers"):
+        streams.add_column(column, justify="left" if column in ("stream", "subjects") else "right")
+    consumers = Table(title="consumers", title_justify="left")
+    for column in ("stream", "consumer", "filter", "delivered", "pending", "ack pending", "redelivered", "waiting"):
+        consumers.add_column(column, justify="left" if column in ("stream", "consumer", "filter") else "right")
+    consumers.add_column("dead letters", justify="right")
+    for account in jsz.get("account_details", []) or []:
+        for stream in sorted(account.get("stream_detail", []) or [], key=lambda s: s.get("name", "")):
+            state = stream.get("state", {})
+            config = stream.get("config", {})
+            streams.add_row(
+                stream.get("name", "?"),
+                ", ".join(config.get("subjects", []) or []),
+                str(state.get("messages", 0)),
+                str(state.get("bytes", 0)),
+                str(state.get("first_seq", 0)),
+                str(state.get("last_seq", 0)),
+                str(state.get("consumer_count", 0)),
+            )
+            for consumer in sorted(stream.get("consumer_detail", []) or [], key=lambda c: c.get("name", "")):
+                name = consumer.get("name", "?")
+                ccfg = consumer.get("config", {})
+                filters = ccfg.get("filter_subjects") or [ccfg.get("filter_subject") or ">"]
+                dead = "?" if deadletters is None else str(deadletters.get(name, 0))
+                if dead not in ("0", "?"):
+                    dead = f"[red]{dead}[/red]"
+                consumers.add_row(
+                    stream.get("name", "?"),
+                    name,
+                    ", ".join(filters),
+                    str(consumer.get("delivered", {}).get("stream_seq", 0)),
+                    str(consumer.get("num_pending", 0)),
+                    str(consumer.get("num_ack_pending", 0)),
+                    str(consumer.get("num_redelivered", 0)),
+                    str(consumer.get("num_waiting", 0)),
+                    dead,
+                )
+    return streams, consumers
+
+
+@app.command("broker")
+def broker(
+    monitor: Annotated[
+        str | None,
+        typer.Option(
+            "--monitor",
+            "-m",
+            envvar="TICKETING_NATS_MONITOR",
+            help="NATS monitoring URL. Default: the running dev stack's, else http://127.0.0.1:8222.",
+            show_default=False,
+        ),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="TICKETING_NATS_URL",
+            help="NATS client URL, for the dead-letter counts. Default: the dev stack's, else port 4222 of the "
+            "monitor's host.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Streams and consumers: messages, pending, ack pending, redelivered, dead letters."""
+    state = _running_state() if monitor is None or server is None else None
+    try:
+        monitor_url = _check_url(
+            monitor or (state or {}).get("monitor_url") or DEFAULT_MONITOR_URL, ("http", "https"), "--monitor"
+        )
+        nats_url = _check_url(
+            server or (state or {}).get("nats_url") or _nats_url_for(monitor_url), ("nats", "tls"), "--server"
+        )
+        jsz = fetch_jsz(monitor_url)
+    except CliError as exc:
+        raise _fail(str(exc)) from None
+    deadletters: dict[str, int] | None
+    note = ""
+    try:
+        deadletters = asyncio.run(asyncio.wait_for(deadletter_counts(nats_url), 5))
+    except Exception as exc:  # the table is still useful without the dead-letter column
+        deadletters = None
+        note = f"dead letters: cannot reach NATS at {nats_url} ({_reason(exc)}); pass --server"
+    streams, consumers = broker_tables(jsz, deadletters)
+    console.print(f"NATS monitoring {monitor_url}   server {jsz.get('server_id', '?')[:12]}   {jsz.get('now', '')}")
+    console.print(streams)
+    console.print(consumers)
+    if note:
+        err.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ticketing events tail
+
+
+def _stream_subjects(subject: str | None) -> list[tuple[str, str]]:
+    """(stream, filter subject) pairs to follow: one subject, or every catalog subject."""
+    if subject is None:
+        return [(stream, filt) for stream, subjects in STREAMS.items() for filt in subjects]
+    prefix = subject.split(".", 1)[0]
+    for stream, subjects in STREAMS.items():
+        if any(s.split(".", 1)[0] in (prefix, ">", "*") for s in subjects):
+            return [(stream, subject)]
+    raise CliError(f"no stream holds {subject!r}; the catalog's subjects are {', '.join(_catalog())}")
+
+
+def _catalog() -> list[str]:
+    return [s for subjects in STREAMS.values() for s in subjects]
+
+
+def format_event(subject: str, data: bytes, headers: dict[str, str] | None, sequence: int, stamp: datetime) -> str:
+    """One event for humans: time, stream sequence, subject, ids, and the indented JSON payload."""
+    try:
+        body = json.dumps(json.loads(data), indent=2, ensure_ascii=False)
+    except ValueError:
+        body = data.decode(errors="replace")
+    headers = headers or {}
+    ids = "  ".join(
+        f"{label}={headers[key]}"
+        for key, label in (("Nats-Msg-Id", "id"), ("X-Request-ID", "request"))
+        if key in headers
+    )
+    when = stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return f"[dim]{when}[/dim] #{sequence} [bold cyan]{subject}[/bold cyan]  [dim]{ids}[/dim]\n{body}"
+
+
+async def tail_events(
+    nats_url: str,
+    subject: str | None,
+    *,
+    from_start: bool,
+    count: int | None,
+    idle_timeout: float | None,
+    emit: Callable[[str], None],
+) -> int:
+    """Follow events with ephemeral ordered consumers (never a durable, so the services' consumers are untouched)."""
+    import nats
+    from nats.js.api import DeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    pairs = _stream_subjects(subject)
+    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    seen = 0
+    try:
+        js = nc.jetstream()
+        subscribed = 0
+        for stream, filt in pairs:
+            try:
+                await js.stream_info(stream)
+            except NotFoundError:
+                continue
+            await js.subscribe(
+                filt,
+                stream=stream,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.NEW,
+                cb=queue.put,
+                manual_ack=True,
+            )
+            subscribed += 1
+        if subscribed == 0:
+            raise CliError("no catalog stream exists yet on this server; start the services first")
+        while count is None or seen < count:
+            try:
+                msg = await asyncio.wait_for(queue.get(), timeout=idle_timeout)
+            except TimeoutError:
+                break
+            meta = msg.metadata
+            emit(format_event(msg.subject, msg.data, msg.headers, meta.sequence.stream, meta.timestamp))
+            seen += 1
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+    return seen
+
+
+@events_app.command("tail")
+def events_tail(
+    subject: Annotated[
+        str | None,
+        typer.Argument(help="A subject or wildcard (order.created, ticket.>); default: every catalog subject."),
+    ] = None,
+    from_start: Annotated[bool, typer.Option("--from-start", help="Replay what the streams hold first.")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="TICKETING_NATS_URL",
+            help="NATS URL. Default: the running dev stack's, else nats://127.0.0.1:4222.",
+            show_default=False,
+        ),
+    ] = None,
+    count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Stop after N events.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds without an event.")
+    ] = None,
+) -> None:
+    """Follow live events, pretty-printed (Ctrl-C to stop)."""
+    try:
+        url = _check_url(
+            server or (_running_state() or {}).get("nats_url") or DEFAULT_NATS_URL, ("nats", "tls"), "--server"
+        )
+        _stream_subjects(subject)
+    except CliError as exc:
+        raise _fail(str(exc)) from None
+
+    def emit(text: str) -> None:
+        console.print(text, soft_wrap=True)
+
+    try:
+        asyncio.run(tail_events(url, subject, from_start=from_start, count=count, idle_timeout=timeout, emit=emit))
+    except KeyboardInterrupt:
+        return
+    except CliError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:
+        raise _fail(f"cannot follow events on {url}: {_reason(exc)}") from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+__all__ = ["app", "main", "repo_root"]
