@@ -12,6 +12,8 @@ from ticketing_common.listener import Listener
 from ticketing_expiration import service
 from ticketing_expiration.scheduler import wake_local
 
+_WAKE_KEY = "expiration_wake_epoch"
+
 
 class OrderCreatedListener(Listener[OrderCreated]):
     """Stores the order's job; a duplicate, or a create overtaken by its cancel, changes nothing."""
@@ -24,14 +26,24 @@ class OrderCreatedListener(Listener[OrderCreated]):
             session=session, order_id=event.id, version=event.version, expires_at=event.expires_at
         )
         if stored:
-            due_epoch = event.expires_at.timestamp()
-            sessionmaker = self.sessionmaker
+            _wake_after_commit(session, self.sessionmaker, event.expires_at.timestamp())
 
-            # After commit, not now: woken before the commit, the scheduler could look, miss the row and sleep on.
-            def after_commit(_session: Any) -> None:
-                wake_local(sessionmaker, due_epoch)
 
-            orm_event.listen(session.sync_session, "after_commit", after_commit, once=True)
+def _wake_after_commit(session: AsyncSession, sessionmaker: Any, due_epoch: float) -> None:
+    """Wake this app's scheduler once the transaction commits, for the soonest job it stored.
+
+    After commit, not now: woken before the commit, the scheduler could look, miss the row and sleep on. A batch of
+    events shares one transaction, so one hook per transaction carries the earliest due time of the batch.
+    """
+    soonest = session.info.get(_WAKE_KEY)
+    session.info[_WAKE_KEY] = due_epoch if soonest is None else min(soonest, due_epoch)
+    if soonest is not None:
+        return
+
+    def after_commit(sync_session: Any) -> None:
+        wake_local(sessionmaker, sync_session.info.pop(_WAKE_KEY))
+
+    orm_event.listen(session.sync_session, "after_commit", after_commit, once=True)
 
 
 class OrderCancelledListener(Listener[OrderCancelled]):

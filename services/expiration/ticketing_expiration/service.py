@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ticketing_common.db import driver_connection
 from ticketing_common.events import ExpirationComplete
 from ticketing_common.outbox import enqueue
 from ticketing_expiration.models import ExpirationJob
@@ -28,21 +29,26 @@ class NextDue:
     in_seconds: float
 
 
+# One round trip on the hot path: store the job if it is new, and NOTIFY its due time only then.
+_SCHEDULE = f"""
+WITH stored AS (
+    INSERT INTO expiration_jobs (order_id, version, expires_at) VALUES ($1, $2, $3)
+    ON CONFLICT (order_id) DO NOTHING
+    RETURNING expires_at
+)
+SELECT pg_notify('{EXPIRATION_CHANNEL}', extract(epoch FROM expires_at)::text) FROM stored
+"""
+
+
 async def schedule_expiration(
     *, session: AsyncSession, order_id: uuid.UUID, version: int, expires_at: datetime
 ) -> bool:
-    """Store the job for a new order; a duplicate, or an order already cancelled (tombstone), changes nothing."""
-    stored = await session.execute(
-        pg_insert(ExpirationJob)
-        .values(order_id=order_id, version=version, expires_at=expires_at)
-        .on_conflict_do_nothing(index_elements=[ExpirationJob.order_id])
-        .returning(ExpirationJob.order_id)
-    )
-    if stored.first() is None:
-        return False
-    # Delivered at commit, to every replica (this one included), and dropped if the transaction rolls back.
-    await session.execute(select(func.pg_notify(EXPIRATION_CHANNEL, repr(expires_at.timestamp()))))
-    return True
+    """Store the job for a new order; a duplicate, or an order already cancelled (tombstone), changes nothing.
+
+    The NOTIFY is delivered at commit to every replica's scheduler (this one's too), and dropped on rollback.
+    """
+    conn = await driver_connection(session)
+    return bool(await conn.fetch(_SCHEDULE, order_id, version, expires_at))
 
 
 async def cancel_expiration(*, session: AsyncSession, order_id: uuid.UUID, version: int) -> None:
