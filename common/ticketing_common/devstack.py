@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 from ticketing_common.devservers import NatsServer, PostgresServer, ServerError, free_port
 
-LOCAL_JWT_KEY = "local-dev-only-key"  # a placeholder; accepted because the stack runs with ENVIRONMENT=local
+LOCAL_JWT_KEY = "local-dev-only-jwt-key-not-a-secret-0000"  # accepted only because ENVIRONMENT=local
 DEFAULT_GATEWAY_HOST = "127.0.0.1"
 DEFAULT_GATEWAY_PORT = 8080
 STATE_FILE = "stack.json"
