@@ -6,10 +6,20 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Numeric, String, func
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import DateTime, ForeignKey, MetaData, Numeric, String, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ticketing_common.db import Base
+from ticketing_common.db import NAMING_CONVENTION
+
+
+class Base(DeclarativeBase):
+    """payments' own registry, so its `orders` replica never clashes with the orders service's table in one process.
+
+    The whole suite imports every service's models together, and one shared MetaData refuses two `orders` tables.
+    """
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True)}
 
 
 class Order(Base):
