@@ -318,3 +318,5 @@ async def test_docs_and_probes_are_served(orders: RunningService) -> None:
     assert (await orders.client.get("/readyz")).json() == {"status": "ready"}
     paths = (await orders.client.get("/api/orders/openapi.json")).json()["paths"]
     assert set(paths) == {"/api/orders", "/api/orders/{order_id}"}
+    limit = next(p for p in paths["/api/orders"]["get"]["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["type"], limit["schema"]["default"]) == ("integer", 100)

@@ -6,10 +6,10 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import BeforeValidator
 
 from ticketing_common.auth import CurrentUser
 from ticketing_common.db import SessionDep
-from ticketing_common.errors import BadRequest
 from ticketing_common.validation import parse_id
 from ticketing_orders import service
 from ticketing_orders.schemas import (
@@ -19,28 +19,23 @@ from ticketing_orders.schemas import (
     OrderRead,
     decode_cursor,
     encode_cursor,
+    page_size,
 )
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
 
+# ?limit=: how many orders a page holds.
+PageSize = Annotated[
+    int,
+    BeforeValidator(page_size),
+    Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})"),
+]
+
 
 def _read(order: service.OrderView) -> OrderRead:
     return OrderRead.model_validate(order)
-
-
-def _limit(raw: str | None) -> int:
-    # Parsed by hand so a bad value gets a sentence naming the range, not a generic "Limit is invalid".
-    if raw is None:
-        return DEFAULT_PAGE_SIZE
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise BadRequest(f"Limit must be between 1 and {MAX_PAGE_SIZE}", field="limit")
-    return limit
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderRead, response_model_exclude_none=True)
@@ -61,20 +56,17 @@ async def list_orders(
     session: SessionDep,
     request: Request,
     response: Response,
-    limit: Annotated[
-        str | None, Query(description=f"Page size, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})")
-    ] = None,
+    limit: PageSize = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(description="The X-Next-Cursor of the previous page")] = None,
 ) -> list[OrderRead]:
     """The caller's orders with their tickets, newest first; the next page is in X-Next-Cursor and Link."""
-    size = _limit(limit)
     after = decode_cursor(cursor) if cursor is not None else None
-    page, more = await service.list_orders(session=session, user_id=user.id, limit=size, after=after)
+    page, more = await service.list_orders(session=session, user_id=user.id, limit=limit, after=after)
     if more:
         last = page[-1]
         next_cursor = encode_cursor(last.created_at, last.id)
         response.headers[NEXT_CURSOR_HEADER] = next_cursor
-        query = urlencode({"limit": size, "cursor": next_cursor})
+        query = urlencode({"limit": limit, "cursor": next_cursor})
         response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
     return [_read(order) for order in page]
 

@@ -32,6 +32,17 @@ def _ticket_id(value: Any) -> uuid.UUID:
         raise field_error("ticket_id", TICKET_ID_INVALID) from None
 
 
+def page_size(value: Any) -> int:
+    """A ?limit= value, or an error naming the allowed range (rather than a generic "Limit is invalid")."""
+    try:
+        size = int(value) if isinstance(value, str) and value.strip().lstrip("-").isdigit() else None
+    except ValueError:
+        size = None
+    if size is None or not 1 <= size <= MAX_PAGE_SIZE:
+        raise field_error("limit", f"Limit must be between 1 and {MAX_PAGE_SIZE}")
+    return size
+
+
 class OrderCreate(BaseModel):
     """Reserve a ticket: `{ticketId}`."""
 
