@@ -192,15 +192,16 @@ def _served_prefixes(service: str, environment: tuple[tuple[str, str], ...]) -> 
     return frozenset(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def served_prefixes(k8s: type[K8s], service: str, manifests: Manifests) -> frozenset[str]:
-    """The /api/<resource> prefixes of the routes an app serves, built with the manifest's own environment."""
+def served_prefixes(k8s: type[K8s], service: str, prod: Manifests) -> frozenset[str]:
+    """The /api/<resource> prefixes of the routes an app serves, built with the prod manifest's environment (the
+    strictest; the routes do not depend on the overlay)."""
     k8s.settings_class(service)  # skips while the package does not exist
-    environment = k8s.environment(manifests.app_container(service), service=service, pod="p-0")
+    environment = k8s.environment(prod.app_container(service), service=service, pod="p-0")
     return _served_prefixes(service, tuple(sorted(environment.items())))
 
 
 def test_the_ingress_routes_every_api_prefix_the_service_serves_to_it(
-    k8s: type[K8s], manifests: Manifests, service: str
+    k8s: type[K8s], manifests: Manifests, prod: Manifests, service: str
 ) -> None:
     ingress = manifests.get("Ingress", "ingress-service")
     routes = {
@@ -208,7 +209,7 @@ def test_the_ingress_routes_every_api_prefix_the_service_serves_to_it(
         for rule in ingress["spec"]["rules"]
         for p in rule["http"]["paths"]
     }
-    served = served_prefixes(k8s, service, manifests)
+    served = served_prefixes(k8s, service, prod)
     for prefix in served:
         assert routes.get(prefix) == (f"{service}-srv", 8000, "Prefix"), f"the ingress does not route {prefix}"
     # And no route leads to this service for a prefix it does not serve (expiration serves none, and gets none).
