@@ -6,11 +6,10 @@ import asyncio
 import json
 import uuid
 
-from conftest import replica_rows
 from nats.js.api import ConsumerConfig
 from sqlalchemy import func, select, text
 
-from busapp import Handled, Replica, TicketCreatedListener, create_app
+from busapp import Handled, Replica, TicketCreatedListener, create_app, replica_rows
 from ticketing_common.db import DeadLetter, OutboxEvent
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.settings import ServiceSettings

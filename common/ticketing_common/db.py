@@ -35,11 +35,23 @@ NAMING_CONVENTION = {
 }
 
 
-class Base(DeclarativeBase):
-    """Declarative base with a naming convention, so migrations name constraints predictably."""
+TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: DateTime(timezone=True)}
 
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+def service_metadata() -> MetaData:
+    """A MetaData with the shared naming convention, so migrations name constraints predictably.
+
+    Each service declares its own `class Base(DeclarativeBase)` with one of these: registries of their own keep
+    two services' same-named tables (orders' `tickets` replica and tickets' `tickets`) apart in one process.
+    """
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Base(DeclarativeBase):
+    """The registry of the bus tables every service database holds (outbox, inbox, dead letters)."""
+
+    metadata = service_metadata()
+    type_annotation_map = TYPE_ANNOTATION_MAP
 
 
 class OutboxEvent(Base):

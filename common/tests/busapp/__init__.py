@@ -7,18 +7,27 @@ import uuid
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, FastAPI
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ticketing_common.app import ServiceSpec, create_service_app
-from ticketing_common.db import Base, SessionDep
+from ticketing_common.db import TYPE_ANNOTATION_MAP, SessionDep, service_metadata
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.listener import Listener, version_gate
 from ticketing_common.outbox import enqueue
 from ticketing_common.requestid import current_request_id
 from ticketing_common.settings import ServiceSettings
+from ticketing_common.testing.plugin import RunningService
 
 logger = logging.getLogger("busapp")
+
+
+class Base(DeclarativeBase):
+    """The test app's own registry."""
+
+    metadata = service_metadata()
+    type_annotation_map = TYPE_ANNOTATION_MAP
 
 
 class Replica(Base):
@@ -111,3 +120,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             listeners=[TicketCreatedListener, TicketUpdatedListener],
         )
     )
+
+
+async def replica_rows(service: RunningService) -> list[Replica]:
+    """The replica's rows, by title."""
+    async with service.sessionmaker() as session:
+        return list((await session.execute(select(Replica).order_by(Replica.title))).scalars())

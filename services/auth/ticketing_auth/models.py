@@ -6,9 +6,16 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import CheckConstraint, String, func
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ticketing_common.db import Base
+from ticketing_common.db import TYPE_ANNOTATION_MAP, service_metadata
+
+
+class Base(DeclarativeBase):
+    """auth's own registry."""
+
+    metadata = service_metadata()
+    type_annotation_map = TYPE_ANNOTATION_MAP
 
 
 class User(Base):

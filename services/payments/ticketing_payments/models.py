@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import DateTime, ForeignKey, MetaData, Numeric, String, func
+from sqlalchemy import ForeignKey, Numeric, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ticketing_common.db import NAMING_CONVENTION
+from ticketing_common.db import TYPE_ANNOTATION_MAP, service_metadata
 
 
 class Base(DeclarativeBase):
@@ -18,8 +18,8 @@ class Base(DeclarativeBase):
     The whole suite imports every service's models together, and one shared MetaData refuses two `orders` tables.
     """
 
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: DateTime(timezone=True)}
+    metadata = service_metadata()
+    type_annotation_map = TYPE_ANNOTATION_MAP
 
 
 class Order(Base):
