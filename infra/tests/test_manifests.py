@@ -84,6 +84,8 @@ def test_no_two_services_share_a_database(k8s: type[K8s], manifests: Manifests) 
 
 
 def test_every_container_runs_locked_down(k8s: type[K8s], manifests: Manifests) -> None:
+    namespace = manifests.get("Namespace", k8s.NAMESPACE)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     for workload in manifests.workloads():
         name = workload["metadata"]["name"]
         spec = k8s.pod_spec(workload)
@@ -165,8 +167,8 @@ def test_the_manifest_environment_is_valid_settings(
     assert settings.environment == ("local" if manifests.overlay == "dev" else "production")
 
 
-# Builds the app from the manifest's environment in its own interpreter: the services share one SQLAlchemy
-# MetaData, so two of them cannot be imported into one process.
+# Builds the app from the manifest's environment in an interpreter of its own, so that nothing of this test
+# process (its environment, other services' imports) helps it start.
 _PREFIXES = """
 import json
 from ticketing_{service}.app import create_app
