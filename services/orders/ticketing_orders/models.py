@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Numeric, String, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, MetaData, Numeric, String, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ticketing_common.db import Base
+from ticketing_common.db import NAMING_CONVENTION
 from ticketing_common.events import OrderStatus
 
 # Statuses that hold the ticket: at most one order per ticket may be in one of them.
@@ -22,6 +22,16 @@ REFUND_PENDING = "pending"
 
 def _sql_list(values: tuple[OrderStatus, ...]) -> str:
     return ", ".join(f"'{value.value}'" for value in values)
+
+
+class Base(DeclarativeBase):
+    """orders' own registry: its `tickets` replica must not clash with the tickets service's table in one process.
+
+    The suite's cross-service tests import every service's models together, and one MetaData holds one `tickets`.
+    """
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True)}
 
 
 class Ticket(Base):
