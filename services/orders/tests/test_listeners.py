@@ -303,3 +303,30 @@ async def test_a_cancel_racing_a_payment_ends_in_exactly_one_terminal_state(
                 204,
             )
             assert cancelled_events[order["id"]] == 1
+
+
+async def test_a_payment_for_an_unknown_order_is_acked_with_a_warning(
+    orders: RunningService, publish, handled, caplog
+) -> None:
+    payment = PaymentCreated(id=uuid.uuid4(), order_id=uuid.uuid4(), stripe_id="ch_nobody")
+    with caplog.at_level(logging.WARNING, logger="ticketing.orders"):
+        await publish(payment)
+        await eventually(lambda: handled("orders-payment-created", str(payment.event_id)))
+    assert f"payment {payment.id} for unknown order {payment.order_id} ignored" in caplog.text
+    async with orders.sessionmaker() as session:
+        assert (await session.execute(select(DeadLetter))).first() is None
+
+
+async def test_a_second_payment_for_a_paid_order_is_logged_and_changes_nothing(
+    orders: RunningService, place_order, publish, order_row, handled, caplog
+) -> None:
+    order = await place_order()
+    first = PaymentCreated(id=uuid.uuid4(), order_id=uuid.UUID(order["id"]), stripe_id="ch_first")
+    second = PaymentCreated(id=uuid.uuid4(), order_id=uuid.UUID(order["id"]), stripe_id="ch_second")
+    await publish(first)
+    with caplog.at_level(logging.WARNING, logger="ticketing.orders"):
+        await publish(second)
+        await eventually(lambda: handled("orders-payment-created", str(second.event_id)))
+    row = await order_row(order["id"])
+    assert (row.status, row.version, row.payment_id, row.stripe_id) == ("complete", 1, first.id, "ch_first")
+    assert f"payment {second.id} (stripe ch_second) for order {order['id']}, which already holds" in caplog.text
