@@ -178,7 +178,8 @@ def start_stack(state_dir: Path, env: dict[str, str] | None = None, port: int | 
         )
     stack = Stack(f"http://127.0.0.1:{port}", state_dir, process, log_path, env or {})
     deadline = time.monotonic() + START_TIMEOUT
-    while stack.state().get("ready_seconds") is None:
+    # stack.json is this runner's once it names its pid (a killed runner's file may still be there).
+    while stack.state().get("runner_pid") != process.pid or stack.state().get("ready_seconds") is None:
         if process.poll() is not None or time.monotonic() > deadline:
             stack.stop()
             pytest.fail(f"`ticketing dev up` did not become ready:\n{stack.log()[-5000:]}")

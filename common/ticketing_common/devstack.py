@@ -385,10 +385,14 @@ def zygote_main(argv: list[str]) -> None:
 
     def send(message: dict[str, Any]) -> None:
         data = (json.dumps(message) + "\n").encode()
-        while data:
-            data = data[os.write(control, data) :]
+        try:
+            while data:
+                data = data[os.write(control, data) :]
+        except BrokenPipeError:
+            pass  # the runner is gone; stdin's EOF stops us next
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides when we stop
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     if not exec_mode:
         # Only what every service shares: two services cannot be imported into one interpreter (their models
         # share ticketing_common.db.Base), so each child imports its own package after the fork (~0.2 s).
