@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +141,7 @@ class K8s:
         return cls
 
 
-@dataclass
+@dataclass(eq=False)
 class Manifests:
     """One rendered overlay, with look-ups by kind and name."""
 
@@ -173,6 +175,68 @@ class Manifests:
         return self.all("Deployment") + self.all("StatefulSet")
 
 
+@dataclass(eq=False)
+class ImageEnvironments:
+    """Scratch venvs holding exactly what an image installs from the lock, one per distinct set of pins.
+
+    The Dockerfile's dependency step, replayed: lock_subset.py, then `uv pip sync --require-hashes`. The two
+    workspace packages go on PYTHONPATH instead of being built (seconds each, and the same files).
+    """
+
+    root: Path
+    venvs: dict[str, Path] = field(default_factory=dict)
+
+    @staticmethod
+    def uv() -> str:
+        """The uv the Makefile uses."""
+        found = shutil.which("uv") or str(REPO / ".tools" / "bin" / "uv")
+        assert Path(found).exists(), "uv is missing: `make install` bootstraps it"
+        return found
+
+    @staticmethod
+    def base_env() -> dict[str, str]:
+        """This process's environment without the venv and settings variables that would leak into a child."""
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONPATH")}
+        return env | {"UV_PYTHON_DOWNLOADS": "never"}
+
+    def run(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Run a command; fail the test with its output when it fails."""
+        result = subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+        assert result.returncode == 0, f"{' '.join(command[:4])} failed:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def lock(self, service: str) -> str:
+        """The pins the service's image installs."""
+        script = ["infra/docker/lock_subset.py", "requirements.lock", "ticketing-common", f"ticketing-{service}"]
+        return self.run([sys.executable, *script], cwd=REPO).stdout
+
+    def python(self, service: str) -> Path:
+        """The interpreter of a venv with the service image's pins."""
+        pins = self.lock(service)
+        key = hashlib.sha256(pins.encode()).hexdigest()[:16]
+        if key not in self.venvs:
+            venv = self.root / key
+            (self.root / f"{key}.lock").write_text(pins)
+            self.run([self.uv(), "venv", "--quiet", "--python", sys.executable, str(venv)], env=self.base_env())
+            sync = ["pip", "sync", "--quiet", "--require-hashes", "--python", str(venv / "bin" / "python")]
+            self.run([self.uv(), *sync, str(self.root / f"{key}.lock")], cwd=REPO, env=self.base_env())
+            self.venvs[key] = venv
+        return self.venvs[key] / "bin" / "python"
+
+    def run_python(self, service: str, code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        """Run code in the image's environment, outside the repository, with the two packages' sources."""
+        sources = os.pathsep.join([str(REPO / "common"), str(REPO / "services" / service)])
+        return subprocess.run(
+            [str(self.python(service)), "-c", code],
+            cwd=self.root,
+            env=env | {"PYTHONPATH": sources},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run every test that takes `service` once per service."""
     if "service" in metafunc.fixturenames:
@@ -183,6 +247,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def k8s() -> type[K8s]:
     """The helpers."""
     return K8s
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> ImageEnvironments:
+    """The images' dependency environments, built on first use."""
+    return ImageEnvironments(tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="session", params=OVERLAYS)

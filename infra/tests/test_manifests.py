@@ -5,16 +5,13 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import json
-import os
 import re
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import K8s, Manifests
+    from conftest import ImageEnvironments, K8s, Manifests
 
 # Secrets the manifests may reference without generating them: the README tells how to create each.
 DOCUMENTED_SECRETS = {"jwt-secret", "stripe-secret", "ticketing-tls", "*-postgres-secret"}
@@ -167,8 +164,6 @@ def test_the_manifest_environment_is_valid_settings(
     assert settings.environment == ("local" if manifests.overlay == "dev" else "production")
 
 
-# Builds the app from the manifest's environment in an interpreter of its own, so that nothing of this test
-# process (its environment, other services' imports) helps it start.
 _PREFIXES = """
 import json
 from ticketing_{service}.app import create_app
@@ -179,31 +174,19 @@ print(json.dumps(sorted({{"/".join(p.split("/")[:3]) for p in paths if p.startsw
 
 
 @functools.cache
-def _served_prefixes(service: str, environment: tuple[tuple[str, str], ...]) -> frozenset[str]:
-    settings_names = {name for name, _ in environment}
-    env = {k: v for k, v in os.environ.items() if k not in settings_names and k != "ENVIRONMENT"} | dict(environment)
-    result = subprocess.run(
-        [sys.executable, "-c", _PREFIXES.format(service=service)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def served_prefixes(k8s: type[K8s], images: ImageEnvironments, service: str, prod: Manifests) -> frozenset[str]:
+    """The /api/<resource> prefixes of the routes an app serves. The app is built in its image's environment from
+    the prod manifest's (the strictest; routes do not depend on the overlay), so it also proves that it starts."""
+    k8s.settings_class(service)  # skips while the package does not exist
+    environment = k8s.environment(prod.app_container(service), service=service, pod="p-0")
+    env = {k: v for k, v in images.base_env().items() if k not in environment and k != "ENVIRONMENT"} | environment
+    result = images.run_python(service, _PREFIXES.format(service=service), env)
     assert result.returncode == 0, f"ticketing_{service}.app does not start from its manifest:\n{result.stderr}"
     return frozenset(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def served_prefixes(k8s: type[K8s], service: str, prod: Manifests) -> frozenset[str]:
-    """The /api/<resource> prefixes of the routes an app serves, built with the prod manifest's environment (the
-    strictest; the routes do not depend on the overlay)."""
-    k8s.settings_class(service)  # skips while the package does not exist
-    environment = k8s.environment(prod.app_container(service), service=service, pod="p-0")
-    return _served_prefixes(service, tuple(sorted(environment.items())))
-
-
 def test_the_ingress_routes_every_api_prefix_the_service_serves_to_it(
-    k8s: type[K8s], manifests: Manifests, prod: Manifests, service: str
+    k8s: type[K8s], images: ImageEnvironments, manifests: Manifests, prod: Manifests, service: str
 ) -> None:
     ingress = manifests.get("Ingress", "ingress-service")
     routes = {
@@ -211,7 +194,7 @@ def test_the_ingress_routes_every_api_prefix_the_service_serves_to_it(
         for rule in ingress["spec"]["rules"]
         for p in rule["http"]["paths"]
     }
-    served = served_prefixes(k8s, service, prod)
+    served = served_prefixes(k8s, images, service, prod)
     for prefix in served:
         assert routes.get(prefix) == (f"{service}-srv", 8000, "Prefix"), f"the ingress does not route {prefix}"
     # And no route leads to this service for a prefix it does not serve (expiration serves none, and gets none).
