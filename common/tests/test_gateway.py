@@ -1,0 +1,237 @@
+"""The dev gateway: Ingress path matching, header forwarding, streaming, and errors in the contract's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from ticketing_common.devservers import free_port
+from ticketing_common.gateway import Gateway, Route, load_routes, match_route
+
+INGRESS = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "base" / "ingress.yaml"
+
+
+def route(path: str, service: str, path_type: str = "Prefix") -> Route:
+    return Route(path=path, path_type=path_type, service=service, port=8000)
+
+
+def test_reads_every_path_of_the_clusters_ingress() -> None:
+    routes = load_routes(INGRESS)
+
+    table = {r.path: r.service for r in routes}
+    assert table["/api/users"] == "auth-srv"
+    assert table["/api/tickets"] == "tickets-srv"
+    assert table["/api/orders"] == "orders-srv"
+    assert table["/api/payments"] == "payments-srv"
+    assert all(r.path_type == "Prefix" for r in routes)
+
+
+@pytest.mark.parametrize(
+    ("path", "service"),
+    [
+        ("/api/users", "auth-srv"),
+        ("/api/users/", "auth-srv"),
+        ("/api/users/signup", "auth-srv"),
+        ("/api/tickets/8c7e/anything", "tickets-srv"),
+        ("/api/orders", "orders-srv"),
+        ("/api/payments", "payments-srv"),
+        ("/api/usersx", None),
+        ("/api/user", None),
+        ("/", None),
+        ("/api", None),
+    ],
+)
+def test_matches_prefixes_element_by_element_like_kubernetes(path: str, service: str | None) -> None:
+    matched = match_route(load_routes(INGRESS), path)
+
+    assert (matched.service if matched else None) == service
+
+
+def test_the_longest_matching_prefix_wins() -> None:
+    routes = [route("/api", "api-srv"), route("/api/orders", "orders-srv"), route("/", "default-srv")]
+
+    assert match_route(routes, "/api/orders/1").service == "orders-srv"  # type: ignore[union-attr]
+    assert match_route(routes, "/api/ordersx").service == "api-srv"  # type: ignore[union-attr]
+    assert match_route(routes, "/elsewhere").service == "default-srv"  # type: ignore[union-attr]
+
+
+def test_exact_matches_only_the_whole_path_and_beats_prefix_on_a_tie() -> None:
+    routes = [route("/api/orders", "prefix-srv"), route("/api/orders", "exact-srv", "Exact")]
+
+    assert match_route(routes, "/api/orders").service == "exact-srv"  # type: ignore[union-attr]
+    assert match_route(routes, "/api/orders/1").service == "prefix-srv"  # type: ignore[union-attr]
+
+
+def test_a_trailing_slash_in_the_prefix_is_ignored() -> None:
+    routes = [route("/foo/", "foo-srv")]
+
+    assert match_route(routes, "/foo").service == "foo-srv"  # type: ignore[union-attr]
+    assert match_route(routes, "/foo/bar").service == "foo-srv"  # type: ignore[union-attr]
+    assert match_route(routes, "/foobar") is None
+
+
+async def echo_backend(scope: Scope, receive: Receive, send: Send) -> None:
+    """A real HTTP backend that reports what it received and streams large bodies back."""
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["path"].endswith("/echo"):
+        # Read the whole upload, then stream it back in chunks (HTTP/1.1 clients send before they read).
+        digest, received = hashlib.sha256(), bytearray()
+        while True:
+            message = await receive()
+            digest.update(message.get("body", b""))
+            received += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = [(b"content-type", b"application/octet-stream"), (b"x-sha256", digest.hexdigest().encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for start in range(0, len(received), 65536):
+            await send(
+                {"type": "http.response.body", "body": bytes(received[start : start + 65536]), "more_body": True}
+            )
+        await send({"type": "http.response.body", "body": b""})
+        return
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    report = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "query": scope["query_string"].decode(),
+        "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
+        "size": size,
+    }
+    body = json.dumps(report).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 201,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"set-cookie", b"session=abc; Path=/; HttpOnly"),
+                (b"set-cookie", b"other=1; Path=/"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+async def backend_url() -> AsyncIterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(echo_backend, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    await task
+    sock.close()
+
+
+def gateway_client(backends: dict[str, str]) -> httpx.AsyncClient:
+    gateway = Gateway(load_routes(INGRESS), backends)
+    transport = httpx.ASGITransport(app=gateway, client=("10.1.2.3", 5555))
+    return httpx.AsyncClient(transport=transport, base_url="http://ticketing.dev")
+
+
+async def test_forwards_method_path_query_body_and_cookies_and_returns_every_set_cookie(backend_url: str) -> None:
+    async with gateway_client({"auth-srv": backend_url}) as client:
+        response = await client.post(
+            "/api/users/signin?next=%2Fhome", json={"email": "a@b.c"}, headers={"Cookie": "session=xyz"}
+        )
+
+    report = response.json()
+    headers = dict(report["headers"])
+    assert response.status_code == 201
+    assert report["method"] == "POST" and report["path"] == "/api/users/signin" and report["query"] == "next=%2Fhome"
+    assert report["size"] == len(b'{"email":"a@b.c"}')
+    assert headers["cookie"] == "session=xyz"
+    assert headers["host"] == "ticketing.dev"
+    assert response.headers.get_list("set-cookie") == ["session=abc; Path=/; HttpOnly", "other=1; Path=/"]
+
+
+async def test_sets_x_forwarded_headers_and_a_request_id_when_the_client_sent_none(backend_url: str) -> None:
+    async with gateway_client({"auth-srv": backend_url}) as client:
+        response = await client.get("/api/users/currentuser", headers={"X-Forwarded-For": "192.0.2.1"})
+
+    headers = dict(response.json()["headers"])
+    assert headers["x-forwarded-for"] == "192.0.2.1, 10.1.2.3"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-host"] == "ticketing.dev"
+    assert len(headers["x-request-id"]) == 32
+    assert response.headers["x-request-id"] == headers["x-request-id"]
+
+
+async def test_passes_the_clients_request_id_through(backend_url: str) -> None:
+    async with gateway_client({"auth-srv": backend_url}) as client:
+        response = await client.get("/api/users/currentuser", headers={"X-Request-ID": "abc-123"})
+
+    assert dict(response.json()["headers"])["x-request-id"] == "abc-123"
+    assert response.headers["x-request-id"] == "abc-123"
+
+
+async def test_streams_a_large_body_both_ways(backend_url: str) -> None:
+    payload = bytes(range(256)) * 40_000  # 10 MB
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(payload), 65536):
+            yield payload[start : start + 65536]
+
+    gateway = Gateway(load_routes(INGRESS), {"tickets-srv": backend_url})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(gateway, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            response = await client.post(f"http://127.0.0.1:{port}/api/tickets/echo", content=chunks())
+    finally:
+        server.should_exit = True
+        await task
+
+    assert response.status_code == 200
+    assert response.headers["x-sha256"] == hashlib.sha256(payload).hexdigest()
+    assert response.content == payload
+
+
+async def test_answers_502_in_the_error_shape_when_the_backend_is_down() -> None:
+    async with gateway_client({"orders-srv": f"http://127.0.0.1:{free_port()}"}) as client:
+        response = await client.get("/api/orders")
+
+    assert response.status_code == 502
+    assert response.json() == {"errors": [{"message": "orders-srv is unavailable"}]}
+    assert response.headers["x-request-id"]
+
+
+async def test_answers_503_when_the_stack_runs_no_such_backend() -> None:
+    async with gateway_client({}) as client:
+        response = await client.get("/api/payments")
+
+    assert response.status_code == 503
+    assert response.json() == {"errors": [{"message": "payments-srv is not running in this stack"}]}
+
+
+async def test_answers_an_unknown_route_with_404_not_found() -> None:
+    async with gateway_client({}) as client:
+        response = await client.get("/nowhere")
+
+    assert response.status_code == 404
+    assert response.json() == {"errors": [{"message": "Not Found"}]}
