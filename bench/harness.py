@@ -372,3 +372,50 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Profiles: BENCH_PROFILE=1 samples our server with py-spy during one round of load
+
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+
+
+async def py_spy(pid: int, seconds: float, name: str) -> asyncio.subprocess.Process:
+    """Start sampling a process for `seconds` into results/<name>.collapsed (await .wait() on the result)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(PYTHON).parent / "py-spy")
+    out = RESULTS_DIR / f"{name}.collapsed"
+    return await asyncio.create_subprocess_exec(
+        *[spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "250"],
+        *["--format", "raw", "--output", str(out), "--nonblocking"],
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+def summarize_profile(name: str, top: int = 25) -> str:
+    """The functions with the most samples (inclusive and self) in results/<name>.collapsed; also written as .txt."""
+    path = RESULTS_DIR / f"{name}.collapsed"
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] for f in stack.split(";")
+        ]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    lines = [f"{name}: {total} samples"]
+    for title, table in (("inclusive", inclusive), ("self", own)):
+        lines.append(f"-- {title}")
+        for frame, count in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"{100 * count / max(total, 1):5.1f}%  {frame}")
+    text = "\n".join(lines)
+    (RESULTS_DIR / f"{name}.txt").write_text(text + "\n")
+    return text

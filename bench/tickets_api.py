@@ -19,6 +19,7 @@ import asyncpg
 
 from bench import loadgen
 from bench.harness import (
+    PROFILE,
     PYTHON,
     ROUNDS,
     SECONDS,
@@ -30,10 +31,12 @@ from bench.harness import (
     free_port,
     infra,
     median,
+    py_spy,
     running,
     say,
     spawn,
     start_uvicorn,
+    summarize_profile,
     wait_http_ok,
 )
 from ticketing_common.testing import make_user
@@ -61,11 +64,17 @@ async def _ceiling(server: ServerProcess) -> loadgen.LoadResult:
     )
 
 
-async def _measure(server: ServerProcess, make_request: loadgen.RequestFactory) -> tuple[loadgen.LoadResult, float]:
+async def _measure(
+    server: ServerProcess, make_request: loadgen.RequestFactory, profile: str | None = None
+) -> tuple[loadgen.LoadResult, float]:
     """One round of closed-loop load; also the server's CPU use in cores over the round."""
     cpu_before, wall_before = cpu_seconds(server.pid), time.perf_counter()
+    spy = await py_spy(server.pid, SECONDS, profile) if profile else None
     result = await loadgen.closed_loop("127.0.0.1", server.port, make_request, concurrency=CONCURRENCY, seconds=SECONDS)
     cores = (cpu_seconds(server.pid) - cpu_before) / (time.perf_counter() - wall_before)
+    if spy is not None:
+        await spy.wait()
+        say(summarize_profile(profile or ""))
     return result, cores
 
 
@@ -81,7 +90,8 @@ async def _alternate(
         if i % 2:
             order.reverse()
         for side, (server, make_request) in order:
-            result, cores = await _measure(server, make_request)
+            profile = f"{name}-{side}-profile" if PROFILE and i == ROUNDS - 1 else None
+            result, cores = await _measure(server, make_request, profile)
             if result.ok == 0:
                 raise RuntimeError(f"{name} {side}: no successful response ({result.statuses}):\n{server.tail()}")
             rounds[side].append(result.summary() | {"server_cores": round(cores, 2)})
