@@ -73,6 +73,10 @@ test: install k8s-check ## Lint, type-check and run every package's tests agains
 dev: install ## Run the whole suite locally behind one gateway (http://127.0.0.1:8080); Ctrl-C stops it
 	@$(BIN)/ticketing dev up
 
+.PHONY: bench
+bench: install ## Run the benchmarks against raw baselines (all, or BENCH=write); JSON in bench/results/
+	$(BIN)/python -m bench $(BENCH)
+
 dev-reset: ## Wipe the local dev state (databases, streams, logs); refuses while `make dev` runs
 	@if [ -x $(BIN)/ticketing ]; then $(BIN)/ticketing dev reset; else rm -rf .state; fi
 

