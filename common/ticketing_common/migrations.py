@@ -53,6 +53,8 @@ def run_migrations(target_metadata: MetaData) -> None:
     def run(connection: Connection) -> None:
         context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
         with context.begin_transaction():
+            # Replicas starting together (an initContainer each) take turns; the later ones find nothing to do.
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('ticketing-migrations'))"))
             context.run_migrations()
 
     async def run_async() -> None:
