@@ -9,11 +9,40 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ticketing_common.requestid import REQUEST_ID_HEADER, current_request_id
 
 logger = logging.getLogger("ticketing.errors")
+
+
+class ErrorEntry(BaseModel):
+    """One error: its message, and the camelCase field to blame when there is one."""
+
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The contract's error body: `{"errors": [{"message", "field"?}]}` (documentation only; see error_body)."""
+
+    errors: list[ErrorEntry]
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Invalid input (one entry per bad field) or a broken business rule",
+    401: "Not authorized: no valid session, or the resource belongs to someone else",
+    402: "The payment provider declined the payment",
+    404: "Not Found",
+    409: "A concurrent change won; retrying may succeed",
+    500: "Something went wrong",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for a route's error statuses, each with the contract's error body."""
+    return {status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
 
 
 def error_body(message: str, field: str | None = None) -> dict[str, list[dict[str, str]]]:

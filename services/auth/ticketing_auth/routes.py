@@ -9,6 +9,7 @@ from ticketing_auth.models import User
 from ticketing_auth.schemas import CurrentUserRead, UserCreate, UserRead, UserSignin
 from ticketing_common.auth import OptionalUser, clear_session_cookie, create_token, set_session_cookie
 from ticketing_common.db import SessionDep
+from ticketing_common.errors import error_responses
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
@@ -19,7 +20,7 @@ def _start_session(request: Request, response: Response, user: User) -> None:
     set_session_cookie(response, token, secure=settings.cookie_secure, max_age=settings.jwt_ttl_seconds)
 
 
-@router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=UserRead)
+@router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=UserRead, responses=error_responses(400))
 async def sign_up(body: UserCreate, session: SessionDep, request: Request, response: Response) -> User:
     """Create an account and start a session."""
     user = await service.sign_up(session=session, email=body.email, password=body.password)
@@ -27,7 +28,7 @@ async def sign_up(body: UserCreate, session: SessionDep, request: Request, respo
     return user
 
 
-@router.post("/signin", response_model=UserRead)
+@router.post("/signin", response_model=UserRead, responses=error_responses(400))
 async def sign_in(body: UserSignin, session: SessionDep, request: Request, response: Response) -> User:
     """Start a session with an email and password."""
     user = await service.sign_in(session=session, email=body.email, password=body.password)

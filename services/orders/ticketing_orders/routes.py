@@ -10,6 +10,7 @@ from pydantic import BeforeValidator
 
 from ticketing_common.auth import CurrentUser
 from ticketing_common.db import SessionDep
+from ticketing_common.errors import error_responses
 from ticketing_common.validation import parse_id
 from ticketing_orders import service
 from ticketing_orders.schemas import (
@@ -38,7 +39,13 @@ def _read(order: service.OrderView) -> OrderRead:
     return OrderRead.model_validate(order)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderRead, response_model_exclude_none=True)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderRead,
+    response_model_exclude_none=True,
+    responses=error_responses(400, 401, 404),
+)
 async def create_order(body: OrderCreate, user: CurrentUser, session: SessionDep, request: Request) -> OrderRead:
     """Reserve a ticket for ORDER_EXPIRATION_SECONDS; publishes order.created."""
     order = await service.create_order(
@@ -50,7 +57,7 @@ async def create_order(body: OrderCreate, user: CurrentUser, session: SessionDep
     return _read(order)
 
 
-@router.get("", response_model=list[OrderRead], response_model_exclude_none=True)
+@router.get("", response_model=list[OrderRead], response_model_exclude_none=True, responses=error_responses(400, 401))
 async def list_orders(
     user: CurrentUser,
     session: SessionDep,
@@ -71,14 +78,16 @@ async def list_orders(
     return [_read(order) for order in page]
 
 
-@router.get("/{order_id}", response_model=OrderRead, response_model_exclude_none=True)
+@router.get(
+    "/{order_id}", response_model=OrderRead, response_model_exclude_none=True, responses=error_responses(401, 404)
+)
 async def read_order(order_id: str, user: CurrentUser, session: SessionDep) -> OrderRead:
     """One of the caller's orders."""
     order = await service.get_order(session=session, order_id=parse_id(order_id), user_id=user.id)
     return _read(order)
 
 
-@router.delete("/{order_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{order_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(400, 401, 404))
 async def cancel_order(order_id: str, user: CurrentUser, session: SessionDep) -> Response:
     """Cancel one of the caller's orders; publishes order.cancelled unless it already was cancelled."""
     await service.cancel_order(session=session, order_id=parse_id(order_id), user_id=user.id)

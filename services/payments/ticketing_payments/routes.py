@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, status
 
 from ticketing_common.auth import CurrentUser
 from ticketing_common.db import SessionDep
+from ticketing_common.errors import error_responses
 from ticketing_payments import service
 from ticketing_payments.providers import PaymentProvider
 from ticketing_payments.schemas import PaymentCreate, PaymentRead
@@ -28,7 +29,7 @@ ProviderDep = Annotated[PaymentProvider, Depends(get_provider)]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=PaymentRead,
-    responses={402: {"description": "The provider declined the payment"}},
+    responses=error_responses(400, 401, 402, 404),
 )
 async def create_payment(
     body: PaymentCreate, user: CurrentUser, session: SessionDep, provider: ProviderDep

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ticketing_common.auth import UserClaims, decode_token, token_from_request
 from ticketing_common.db import SessionDep
-from ticketing_common.errors import NotAuthorized
+from ticketing_common.errors import NotAuthorized, error_responses
 from ticketing_common.validation import parse_id
 from ticketing_tickets import service
 from ticketing_tickets.schemas import DEFAULT_LIMIT, Limit, PageCursor, TicketCreate, TicketRead, TicketUpdate
@@ -65,7 +65,7 @@ def _ticket_response(ticket: service.TicketState, status_code: int = status.HTTP
     return Response(_read(ticket).model_dump_json(by_alias=True), status_code, media_type="application/json")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TicketRead)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TicketRead, responses=error_responses(400, 401))
 async def create_ticket(body: TicketCreate, user: SignedInUser, session: SessionDep) -> Response:
     """List a ticket for sale; publishes ticket.created."""
     ticket = await service.create_ticket(session=session, user_id=user.id, title=body.title, price=body.price)
@@ -79,7 +79,8 @@ async def create_ticket(body: TicketCreate, user: SignedInUser, session: Session
         200: {
             "description": "Unreserved tickets, newest first. When there are more, the `Link` header "
             '(`rel="next"`) and the `X-Next-Cursor` header give the next page.',
-        }
+        },
+        **error_responses(400),
     },
 )
 async def list_tickets(
@@ -100,14 +101,14 @@ async def list_tickets(
     return response
 
 
-@router.get("/{id}", response_model=TicketRead)
+@router.get("/{id}", response_model=TicketRead, responses=error_responses(404))
 async def read_ticket(id: str, db: ReaderDep) -> Response:
     """One ticket, reserved or not."""
     ticket = await service.get_ticket(db=db, ticket_id=parse_id(id))
     return _ticket_response(ticket)
 
 
-@router.put("/{id}", response_model=TicketRead)
+@router.put("/{id}", response_model=TicketRead, responses=error_responses(400, 401, 404, 409))
 async def update_ticket(id: str, body: TicketUpdate, user: SignedInUser, session: SessionDep) -> Response:
     """Change the title and price of your unreserved ticket; publishes ticket.updated."""
     ticket = await service.update_ticket(
