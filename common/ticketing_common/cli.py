@@ -263,18 +263,36 @@ def fetch_jsz(monitor: str) -> dict[str, Any]:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
+    for marker in ("Connection refused", "Connect call failed", "Name or service not known", "timed out", "No route"):
         if marker.lower() in text.lower():
-            return marker.lower()
+            return "connection refused" if marker == "Connect call failed" else marker.lower()
     return text.splitlines()[0]
+
+
+async def _connect(url: str, timeout: float = 3.0) -> Any:
+    """A NATS connection, or CliError naming why not (nats-py retries a refused first connect on its own)."""
+    import nats
+
+    errors: list[BaseException] = []
+
+    async def on_error(exc: BaseException) -> None:
+        errors.append(exc)
+
+    try:
+        return await asyncio.wait_for(
+            nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False, error_cb=on_error),
+            timeout,
+        )
+    except Exception as exc:
+        reason = _reason(errors[-1] if errors else exc)
+        raise CliError(f"cannot reach NATS at {url}: {reason}") from None
 
 
 async def deadletter_counts(nats_url: str) -> dict[str, int]:
     """Messages per `deadletter.<durable>` subject in the DEADLETTERS stream (the monitoring port has no such count)."""
-    import nats
     from nats.js.errors import NotFoundError
 
-    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+    nc = await _connect(nats_url)
     try:
         js = nc.jetstream()
         try:
@@ -375,9 +393,12 @@ def broker(
     note = ""
     try:
         deadletters = asyncio.run(asyncio.wait_for(deadletter_counts(nats_url), 5))
-    except Exception as exc:  # the table is still useful without the dead-letter column
+    except CliError as exc:  # the table is still useful without the dead-letter column
         deadletters = None
-        note = f"dead letters: cannot reach NATS at {nats_url} ({_reason(exc)}); pass --server"
+        note = f"dead letters unknown: {exc}; pass --server"
+    except Exception as exc:
+        deadletters = None
+        note = f"dead letters unknown: {_reason(exc)}"
     streams, consumers = broker_tables(jsz, deadletters)
     console.print(f"NATS monitoring {monitor_url}   server {jsz.get('server_id', '?')[:12]}   {jsz.get('now', '')}")
     console.print(streams)
@@ -431,12 +452,11 @@ async def tail_events(
     emit: Callable[[str], None],
 ) -> int:
     """Follow events with ephemeral ordered consumers (never a durable, so the services' consumers are untouched)."""
-    import nats
     from nats.js.api import DeliverPolicy
     from nats.js.errors import NotFoundError
 
     pairs = _stream_subjects(subject)
-    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+    nc = await _connect(nats_url)
     queue: asyncio.Queue[Any] = asyncio.Queue()
     seen = 0
     try:
@@ -511,7 +531,7 @@ def events_tail(
     except KeyboardInterrupt:
         return
     except CliError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(f"cannot follow events: {exc}") from None
     except Exception as exc:
         raise _fail(f"cannot follow events on {url}: {_reason(exc)}") from None
 

@@ -1,0 +1,158 @@
+"""The `ticketing` command against a real nats-server: broker tables, event tail, and one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig
+from rich.console import Console
+from typer.testing import CliRunner, Result
+
+from ticketing_common import cli
+from ticketing_common.devservers import free_port
+from ticketing_common.testing.plugin import Servers
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables wide enough that consumer names are never cut."""
+    monkeypatch.setattr(cli, "console", Console(width=250, highlight=False, no_color=True))
+    monkeypatch.setattr(cli, "err", Console(width=250, highlight=False, no_color=True, stderr=True))
+
+
+async def invoke(*args: str) -> Result:
+    """Run the command in a thread: it runs its own event loop."""
+    return await asyncio.to_thread(CliRunner().invoke, cli.app, list(args))
+
+
+async def publish(nats_client: NATS, subject: str, body: dict[str, object], msg_id: str) -> None:
+    await nats_client.jetstream().publish(
+        subject, json.dumps(body).encode(), headers={"Nats-Msg-Id": msg_id, "X-Request-ID": f"req-{msg_id}"}
+    )
+
+
+async def test_broker_lists_streams_consumers_and_dead_letters_per_consumer(
+    nats_client: NATS, clean_state: Servers
+) -> None:
+    js = nats_client.jetstream()
+    config = ConsumerConfig(
+        durable_name="orders-ticket-created", filter_subject="ticket.created", ack_policy=AckPolicy.EXPLICIT
+    )
+    await js.add_consumer("TICKETS", config)
+    for n in range(2):
+        await publish(nats_client, "ticket.created", {"id": str(n)}, f"t{n}")
+    for n in range(3):
+        await publish(nats_client, "deadletter.orders-ticket-created", {"consumer": "orders-ticket-created"}, f"d{n}")
+
+    result = await invoke("broker", "--monitor", clean_state.nats.monitor_url, "--server", clean_state.nats.url)
+
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "orders-ticket-created" in line)
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+    # stream, consumer, filter, delivered, pending, ack pending, redelivered, waiting, dead letters
+    assert cells[:3] == ["TICKETS", "orders-ticket-created", "ticket.created"]
+    assert cells[4] == "2"
+    assert cells[-1] == "3"
+    assert "DEADLETTERS" in result.output and "ORDERS" in result.output
+
+
+async def test_broker_still_shows_the_tables_when_only_the_monitoring_port_is_reachable(
+    nats_client: NATS, clean_state: Servers
+) -> None:
+    result = await invoke(
+        "broker", "--monitor", clean_state.nats.monitor_url, "--server", f"nats://127.0.0.1:{free_port()}"
+    )
+
+    assert result.exit_code == 0
+    assert "TICKETS" in result.output
+    assert "dead letters unknown: cannot reach NATS" in result.output
+
+
+async def test_broker_gives_one_line_and_exit_1_when_the_monitor_is_unreachable() -> None:
+    result = await invoke("broker", "--monitor", f"http://127.0.0.1:{free_port()}")
+
+    assert result.exit_code == 1
+    assert "cannot reach the NATS monitoring endpoint" in result.output
+    assert "connection refused" in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+async def test_broker_rejects_a_malformed_url_in_one_line() -> None:
+    result = await invoke("broker", "--monitor", "localhost:8222")
+
+    assert result.exit_code == 1
+    assert "--monitor must look like http://host:port" in result.output
+    assert "Traceback" not in result.output
+
+
+async def test_events_tail_replays_from_the_start_pretty_printed(nats_client: NATS, clean_state: Servers) -> None:
+    await publish(nats_client, "ticket.created", {"id": "t1", "title": "Concert", "price": 20}, "m1")
+    await publish(nats_client, "order.created", {"id": "o1", "status": "created"}, "m2")
+
+    result = await invoke(
+        "events", "tail", "--from-start", "--count", "2", "--timeout", "5", "-s", clean_state.nats.url
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "ticket.created" in result.output and "order.created" in result.output
+    assert '"title": "Concert"' in result.output
+    assert "id=m1" in result.output and "request=req-m1" in result.output
+
+
+async def test_events_tail_follows_one_subject_without_creating_a_durable(
+    nats_client: NATS, clean_state: Servers
+) -> None:
+    await publish(nats_client, "ticket.created", {"id": "t1"}, "a1")
+    await publish(nats_client, "ticket.updated", {"id": "t1", "version": 1}, "a2")
+
+    result = await invoke("events", "tail", "ticket.updated", "--from-start", "-n", "1", "-s", clean_state.nats.url)
+
+    assert result.exit_code == 0, result.output
+    assert "ticket.updated" in result.output and "ticket.created" not in result.output
+    consumers = await nats_client.jetstream().consumers_info("TICKETS")
+    assert [c.config.durable_name for c in consumers if c.config.durable_name] == []
+
+
+async def test_events_tail_stops_after_the_idle_timeout_when_nothing_happens(
+    nats_client: NATS, clean_state: Servers
+) -> None:
+    result = await invoke("events", "tail", "--timeout", "0.3", "-s", clean_state.nats.url)
+
+    assert result.exit_code == 0
+    assert result.output == ""
+
+
+async def test_events_tail_gives_one_line_and_exit_1_when_nats_is_unreachable() -> None:
+    result = await invoke("events", "tail", "-s", f"nats://127.0.0.1:{free_port()}")
+
+    assert result.exit_code == 1
+    assert result.output.startswith("error: cannot follow events: cannot reach NATS at nats://127.0.0.1:")
+    assert "connection refused" in result.output
+    assert "Traceback" not in result.output
+
+
+async def test_events_tail_refuses_a_subject_no_stream_holds(clean_state: Servers) -> None:
+    result = await invoke("events", "tail", "payroll.paid", "-s", clean_state.nats.url)
+
+    assert result.exit_code == 1
+    assert "no stream holds 'payroll.paid'" in result.output
+
+
+async def test_dev_status_and_down_say_when_no_stack_runs(tmp_path: Path) -> None:
+    status = await invoke("dev", "status", "--state-dir", str(tmp_path))
+    down = await invoke("dev", "down", "--state-dir", str(tmp_path))
+
+    assert status.exit_code == 1 and "not running" in status.output
+    assert down.exit_code == 0 and "no dev stack is running" in down.output
+
+
+async def test_dev_up_rejects_a_malformed_service_port(tmp_path: Path) -> None:
+    result = await invoke("dev", "up", "--state-dir", str(tmp_path), "--service-port", "auth:80")
+
+    assert result.exit_code == 1
+    assert "--service-port wants NAME=PORT" in result.output
