@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.metadata
 import os
 import pwd
@@ -13,8 +14,10 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the process that started us dies, even by SIGKILL.
+
+    So a test run killed by a timeout, or a dev runner killed hard, leaves no server behind.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG; runs after setuid, which would clear it
+    except (OSError, AttributeError):  # not Linux: servers are still stopped by stop()
+        pass
+
+
+def _child_setup() -> Callable[[], None] | None:
+    # The death signal follows the spawning *thread*: only tie servers to the main thread, never to a pool worker.
+    return _die_with_parent if threading.current_thread() is threading.main_thread() else None
 
 
 def _wait_for(check: object, timeout: float, what: str, proc: subprocess.Popen[bytes] | None) -> None:
@@ -195,7 +215,12 @@ class PostgresServer:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child for its lifetime
         self._proc = subprocess.Popen(  # type: ignore[call-overload]
-            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._run_as.popen_kwargs()
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_child_setup(),
+            **self._run_as.popen_kwargs(),
         )
         log.close()
         _wait_for(self._is_ready, timeout, "Postgres", self._proc)
@@ -324,7 +349,9 @@ class NatsServer:
             str(self.pid_file),
         ]
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child for its lifetime
-        self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_child_setup()
+        )
         log.close()
         _wait_for(self._is_healthy, timeout, "nats-server", self._proc)
         return self
