@@ -154,7 +154,7 @@ def dev_status(state_dir: StateDirOption = None) -> None:
         raise typer.Exit(1)
     table = Table(title=f"dev stack (pid {pid}), gateway {state.get('gateway_url')}", title_justify="left")
     for column in ("service", "url", "pid", "restarts", "ready", "docs"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     all_ready = True
     with httpx.Client(timeout=2.0, trust_env=False) as client:
         for name, service in state.get("services", {}).items():
@@ -314,11 +314,13 @@ def broker_tables(jsz: dict[str, Any], deadletters: dict[str, int] | None) -> tu
     """Two tables: the streams, and their consumers with pending, ack pending, redelivered and dead letters."""
     streams = Table(title="streams", title_justify="left")
     for column in ("stream", "subjects", "messages", "bytes", "first seq", "last seq", "consumers"):
-        streams.add_column(column, justify="left" if column in ("stream", "subjects") else "right")
+        streams.add_column(column, justify="left" if column in ("stream", "subjects") else "right", overflow="fold")
     consumers = Table(title="consumers", title_justify="left")
     for column in ("stream", "consumer", "filter", "delivered", "pending", "ack pending", "redelivered", "waiting"):
-        consumers.add_column(column, justify="left" if column in ("stream", "consumer", "filter") else "right")
-    consumers.add_column("dead letters", justify="right")
+        consumers.add_column(
+            column, justify="left" if column in ("stream", "consumer", "filter") else "right", overflow="fold"
+        )
+    consumers.add_column("dead letters", justify="right", overflow="fold")
     for account in jsz.get("account_details", []) or []:
         for stream in sorted(account.get("stream_detail", []) or [], key=lambda s: s.get("name", "")):
             state = stream.get("state", {})
