@@ -7,7 +7,7 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from ticketing_common.errors import NotFound
@@ -42,7 +42,11 @@ def _price(value: Any) -> Decimal:
 
 # A price in a request or response body: a JSON number, exact in Python.
 Price = Annotated[
-    Decimal, BeforeValidator(_price), PlainSerializer(lambda v: float(v), return_type=float, when_used="json")
+    Decimal,
+    BeforeValidator(_price),
+    PlainSerializer(lambda v: float(v), return_type=float, when_used="json"),
+    # What the wire takes: a number in (0, 1,000,000] (not "number or string", as Decimal alone would document).
+    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": int(MAX_PRICE)}),
 ]
 
 

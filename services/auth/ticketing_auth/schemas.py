@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from ticketing_common.validation import field_error
 
@@ -37,7 +37,8 @@ def _any_password(value: Any) -> str:
     return value
 
 
-Email = Annotated[str, BeforeValidator(_email)]
+# The JSON schemas document what the validators enforce, so the OpenAPI spec describes the accepted input.
+Email = Annotated[str, BeforeValidator(_email), WithJsonSchema({"type": "string", "format": "email"})]
 
 
 class UserCreate(BaseModel):
@@ -46,7 +47,9 @@ class UserCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     email: Email
-    password: Annotated[str, BeforeValidator(_new_password)]
+    password: Annotated[
+        str, BeforeValidator(_new_password), WithJsonSchema({"type": "string", "minLength": 8, "maxLength": 128})
+    ]
 
 
 class UserSignin(BaseModel):
@@ -55,7 +58,9 @@ class UserSignin(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     email: Email
-    password: Annotated[str, BeforeValidator(_any_password)]
+    password: Annotated[
+        str, BeforeValidator(_any_password), WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 128})
+    ]
 
 
 class UserRead(BaseModel):

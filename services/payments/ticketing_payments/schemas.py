@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from ticketing_common.validation import field_error
 
@@ -38,7 +38,8 @@ class PaymentCreate(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    token: Annotated[str, BeforeValidator(_token)]
+    # The schema documents what _token enforces, so the OpenAPI spec describes the accepted input.
+    token: Annotated[str, BeforeValidator(_token), WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 255})]
     order_id: Annotated[uuid.UUID, BeforeValidator(_order_id)] = Field(alias="orderId")
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from ticketing_common.errors import BadRequest
@@ -41,8 +41,11 @@ def _limit(value: Any) -> int:
     return value
 
 
-Title = Annotated[str, BeforeValidator(_title)]
-Limit = Annotated[int, BeforeValidator(_limit)]
+# The JSON schemas document what the validators enforce, so the OpenAPI spec describes the accepted input.
+Title = Annotated[
+    str, BeforeValidator(_title), WithJsonSchema({"type": "string", "minLength": 1, "maxLength": TITLE_MAX_LENGTH})
+]
+Limit = Annotated[int, BeforeValidator(_limit), WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT})]
 
 
 class TicketCreate(BaseModel):
