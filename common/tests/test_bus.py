@@ -303,3 +303,10 @@ async def test_driver_connection_statements_belong_to_the_session_transaction(pr
     async with probe.sessionmaker() as session:
         ids = (await session.execute(text("SELECT message_id FROM inbox WHERE consumer = 'c'"))).scalars().all()
     assert ids == ["committed"]
+
+
+async def test_settings_can_shorten_every_listeners_ack_wait(start_service: ServiceStarter) -> None:
+    probe = await start_service(create_app, ServiceSettings, "busapp", nats_ack_wait_seconds=3)
+    for listener in probe.runtime.listeners:
+        info = await probe.runtime.js.consumer_info(listener.stream, listener.durable)
+        assert info.config.ack_wait == 3

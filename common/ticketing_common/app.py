@@ -87,7 +87,9 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         app.state.runtime = runtime
         await relay.start()
         for listener_cls in spec.listeners:
-            listener = listener_cls(service=spec.name, sessionmaker=sessionmaker, js=js)
+            listener = listener_cls(
+                service=spec.name, sessionmaker=sessionmaker, js=js, ack_wait=settings.nats_ack_wait_seconds
+            )
             await listener.start()
             runtime.listeners.append(listener)
         for make_worker in spec.workers:

@@ -70,8 +70,17 @@ class Listener(ABC, Generic[E]):
     max_retry_delay: ClassVar[float] = 30.0
     fetch_batch: ClassVar[int] = 100
 
-    def __init__(self, *, service: str, sessionmaker: async_sessionmaker[AsyncSession], js: JetStreamContext) -> None:
+    def __init__(
+        self,
+        *,
+        service: str,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        js: JetStreamContext,
+        ack_wait: float | None = None,
+    ) -> None:
         self.service = service
+        # How long a fetched message stays with a replica that died before acking it; settings may shorten it.
+        self.effective_ack_wait = ack_wait if ack_wait is not None else self.ack_wait
         self.sessionmaker = sessionmaker
         self.js = js
         self._task: asyncio.Task[None] | None = None
@@ -102,7 +111,7 @@ class Listener(ABC, Generic[E]):
             durable_name=self.durable,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.ack_wait,
+            ack_wait=self.effective_ack_wait,
             max_deliver=self.max_deliver,
             filter_subject=self.subject,
             max_ack_pending=1000,

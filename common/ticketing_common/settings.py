@@ -41,6 +41,9 @@ class ServiceSettings(BaseSettings):
     cookie_secure: bool = True
     log_level: str = "INFO"
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    nats_ack_wait_seconds: float | None = Field(
+        default=None, gt=0, description="Overrides every listener's ack_wait (30 s); shorter in dev and tests"
+    )
 
     @field_validator("database_url")
     @classmethod
