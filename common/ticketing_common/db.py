@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -111,6 +112,19 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
         # SQLAlchemy sends BEGIN lazily, with its first statement; without this, our statements would autocommit.
         await session.execute(text("SELECT 1"))
     return driver
+
+
+@contextlib.asynccontextmanager
+async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's asyncpg driver, for hot paths that need nothing of SQLAlchemy.
+
+    Its statements autocommit unless wrapped in `conn.transaction()`. A session's transaction costs ~0.5 ms of
+    CPU here before any statement (checkout, BEGIN and COMMIT through the async adapter); this costs ~0.1 ms.
+    """
+    async with engine.connect() as pooled:
+        raw = await pooled.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        yield driver
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
