@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import urlencode
 
+import asyncpg
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ticketing_common.auth import UserClaims, decode_token, token_from_request
-from ticketing_common.db import SessionDep
+from ticketing_common.db import SessionDep, pooled_driver
 from ticketing_common.errors import NotAuthorized, error_responses
 from ticketing_common.validation import parse_id
 from ticketing_tickets import service
@@ -31,7 +32,18 @@ async def get_reader(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
-# scope="function": the connection goes back to the pool before the response is sent.
+async def get_driver(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection for the hottest single-statement read; statements autocommit."""
+    async with pooled_driver(request.app.state.runtime.engine) as conn:
+        yield conn
+
+
+async def get_writer(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """An asyncpg transaction for the hottest write: committed when the endpoint returns, rolled back if it raises."""
+    async with pooled_driver(request.app.state.runtime.engine) as conn, conn.transaction():
+        yield conn
+
+
 async def signed_in_user(request: Request) -> UserClaims:
     """The signed-in user, or 401 Not authorized.
 
@@ -46,7 +58,10 @@ async def signed_in_user(request: Request) -> UserClaims:
 
 
 SignedInUser = Annotated[UserClaims, Depends(signed_in_user)]
+# scope="function": the connection goes back to the pool (and a write commits) before the response is sent.
 ReaderDep = Annotated[AsyncConnection, Depends(get_reader, scope="function")]
+DriverDep = Annotated[asyncpg.Connection, Depends(get_driver, scope="function")]
+WriterDep = Annotated[asyncpg.Connection, Depends(get_writer, scope="function")]
 
 
 def _read(ticket: service.TicketState) -> TicketRead:
@@ -66,9 +81,9 @@ def _ticket_response(ticket: service.TicketState, status_code: int = status.HTTP
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TicketRead, responses=error_responses(400, 401))
-async def create_ticket(body: TicketCreate, user: SignedInUser, session: SessionDep) -> Response:
+async def create_ticket(body: TicketCreate, user: SignedInUser, conn: WriterDep) -> Response:
     """List a ticket for sale; publishes ticket.created."""
-    ticket = await service.create_ticket(session=session, user_id=user.id, title=body.title, price=body.price)
+    ticket = await service.create_ticket(conn=conn, user_id=user.id, title=body.title, price=body.price)
     return _ticket_response(ticket, status.HTTP_201_CREATED)
 
 
@@ -102,9 +117,9 @@ async def list_tickets(
 
 
 @router.get("/{id}", response_model=TicketRead, responses=error_responses(404))
-async def read_ticket(id: str, db: ReaderDep) -> Response:
+async def read_ticket(id: str, conn: DriverDep) -> Response:
     """One ticket, reserved or not."""
-    ticket = await service.get_ticket(db=db, ticket_id=parse_id(id))
+    ticket = await service.get_ticket(conn=conn, ticket_id=parse_id(id))
     return _ticket_response(ticket)
 
 
