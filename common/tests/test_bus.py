@@ -310,3 +310,18 @@ async def test_settings_can_shorten_every_listeners_ack_wait(start_service: Serv
     for listener in probe.runtime.listeners:
         info = await probe.runtime.js.consumer_info(listener.stream, listener.durable)
         assert info.config.ack_wait == 3
+
+
+async def test_staged_events_are_written_at_commit_and_dropped_on_rollback(probe: RunningService) -> None:
+    from ticketing_common.outbox import enqueue
+
+    async with probe.sessionmaker() as session:
+        enqueue(session, ticket_created(title="dropped"))
+        await session.execute(text("SELECT 1"))
+        await session.rollback()
+        enqueue(session, ticket_created(title="kept-1"))
+        enqueue(session, ticket_created(title="kept-2"))
+        await session.commit()
+    async with probe.sessionmaker() as session:
+        payloads = (await session.execute(text("SELECT payload FROM outbox ORDER BY seq"))).scalars().all()
+    assert [json.loads(p)["title"] for p in payloads] == ["kept-1", "kept-2"]
