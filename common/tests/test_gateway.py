@@ -167,6 +167,22 @@ async def test_forwards_method_path_query_body_and_cookies_and_returns_every_set
     assert response.headers.get_list("set-cookie") == ["session=abc; Path=/; HttpOnly", "other=1; Path=/"]
 
 
+async def test_keeps_no_cookie_from_one_users_response_for_the_next_users_request(backend_url: str) -> None:
+    gateway = Gateway(load_routes(INGRESS), {"auth-srv": backend_url})
+    transport = httpx.ASGITransport(app=gateway, client=("10.1.2.3", 5555))
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://ticketing.dev") as alice,
+        httpx.AsyncClient(transport=transport, base_url="http://ticketing.dev") as anonymous,
+    ):
+        signed_in = await alice.post("/api/users/signin", json={"email": "alice@example.com"})
+        later = await anonymous.get("/api/users/currentuser", headers={"Authorization": "Bearer bob"})
+
+    assert "session=abc" in signed_in.headers.get_list("set-cookie")[0]
+    headers = dict(later.json()["headers"])
+    assert "cookie" not in headers
+    assert headers["authorization"] == "Bearer bob"
+
+
 async def test_sets_x_forwarded_headers_and_a_request_id_when_the_client_sent_none(backend_url: str) -> None:
     async with gateway_client({"auth-srv": backend_url}) as client:
         response = await client.get("/api/users/currentuser", headers={"X-Forwarded-For": "192.0.2.1"})

@@ -10,9 +10,11 @@ X-Forwarded-For/-Proto/-Host/-Port, and streams bodies both ways.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import logging
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +139,7 @@ class Gateway:
                 follow_redirects=False,
                 trust_env=False,
                 limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
+                cookies=http.cookiejar.CookieJar(policy=_KeepNoCookies()),
             )
         return self._client
 
@@ -218,6 +221,17 @@ class Gateway:
             response.status_code,
             (time.monotonic() - started) * 1000,
         )
+
+
+class _KeepNoCookies(http.cookiejar.DefaultCookiePolicy):
+    """The gateway is one HTTP client for every user: a Set-Cookie meant for one browser must never be kept.
+
+    httpx keeps response cookies in the client's jar and adds them to every later request that has no Cookie
+    header of its own, so without this an anonymous or Bearer-token caller became whoever signed in last.
+    """
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
+        return False
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
