@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NATS
@@ -49,6 +50,9 @@ class Runtime:
     nc: NATS
     js: JetStreamContext
     relay: OutboxRelay
+    # A plain asyncpg pool for the hottest single-statement paths, where SQLAlchemy's checkout alone costs
+    # more than the query (see bench/); everything else uses the engine and its sessions.
+    pool: asyncpg.Pool
     listeners: list[Listener[Any]] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
 
@@ -83,7 +87,10 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         js = nc.jetstream()
         await bus.ensure_streams(js, replicas=settings.nats_stream_replicas)
         relay = OutboxRelay(engine=engine, js=js, poll_seconds=settings.outbox_poll_seconds)
-        runtime = Runtime(settings, engine, sessionmaker, nc, js, relay)
+        pool = await asyncpg.create_pool(
+            "postgresql://" + settings.database_url.split("://", 1)[1], min_size=1, max_size=10
+        )
+        runtime = Runtime(settings, engine, sessionmaker, nc, js, relay, pool)
         app.state.runtime = runtime
         await relay.start()
         for listener_cls in spec.listeners:
@@ -104,6 +111,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             await asyncio.gather(*(li.stop() for li in runtime.listeners), return_exceptions=True)
             await relay.stop()
             await bus.close(nc)
+            await pool.close()
             await engine.dispose()
             logger.info("%s stopped", spec.name)
 

@@ -72,6 +72,26 @@ async def enqueue_on(conn: asyncpg.Connection, event: Event) -> None:
     await conn.execute(_INSERT_EVENT, event.event_id, event.subject, event.to_bytes(), current_request_id())
 
 
+def with_event(change_sql: str, arg_count: int) -> str:
+    """One statement that makes a change and writes the event announcing it.
+
+    A single statement is atomic on its own, so the pair needs no BEGIN/COMMIT: one round trip instead of four on
+    the hottest writes. `change_sql` takes `$1..$arg_count` and ends with RETURNING; the event's four values
+    (see event_args) follow its arguments, and the statement returns the change's rows.
+    """
+    n = arg_count
+    return (
+        f"WITH change AS ({change_sql}), event AS ("
+        f"INSERT INTO outbox (id, subject, payload, request_id) VALUES (${n + 1}, ${n + 2}, ${n + 3}, ${n + 4})) "
+        "SELECT * FROM change"
+    )
+
+
+def event_args(event: Event) -> tuple[object, ...]:
+    """The values with_event() appends after the change's own arguments."""
+    return (event.event_id, event.subject, event.to_bytes(), current_request_id())
+
+
 def _asyncpg_dsn(url: str) -> str:
     return "postgresql://" + url.split("://", 1)[1]
 
