@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-from urllib.parse import urlencode
-
-from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BeforeValidator
+from fastapi import APIRouter, Request, Response, status
 
 from ticketing_common.auth import CurrentUser
 from ticketing_common.db import SessionDep
 from ticketing_common.errors import error_responses
+from ticketing_common.pagination import DEFAULT_LIMIT, Cursor, Limit, PageCursor, next_page_headers
 from ticketing_common.validation import parse_id
 from ticketing_orders import service
-from ticketing_orders.schemas import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
-    OrderCreate,
-    OrderRead,
-    decode_cursor,
-    encode_cursor,
-    page_size,
-)
+from ticketing_orders.schemas import OrderCreate, OrderRead
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
-
-NEXT_CURSOR_HEADER = "X-Next-Cursor"
-
-# ?limit=: how many orders a page holds.
-PageSize = Annotated[
-    int,
-    BeforeValidator(page_size),
-    Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})"),
-]
 
 
 def _read(order: service.OrderView) -> OrderRead:
@@ -63,18 +43,14 @@ async def list_orders(
     session: SessionDep,
     request: Request,
     response: Response,
-    limit: PageSize = DEFAULT_PAGE_SIZE,
-    cursor: Annotated[str | None, Query(description="The X-Next-Cursor of the previous page")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> list[OrderRead]:
     """The caller's orders with their tickets, newest first; the next page is in X-Next-Cursor and Link."""
-    after = decode_cursor(cursor) if cursor is not None else None
-    page, more = await service.list_orders(session=session, user_id=user.id, limit=limit, after=after)
-    if more:
-        last = page[-1]
-        next_cursor = encode_cursor(last.created_at, last.id)
-        response.headers[NEXT_CURSOR_HEADER] = next_cursor
-        query = urlencode({"limit": limit, "cursor": next_cursor})
-        response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+    page, next_cursor = await service.list_orders(
+        session=session, user_id=user.id, limit=limit, after=PageCursor.parse(cursor)
+    )
+    response.headers.update(next_page_headers(request, limit, next_cursor))
     return [_read(order) for order in page]
 
 

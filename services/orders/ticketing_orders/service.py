@@ -18,6 +18,7 @@ from ticketing_common.errors import BadRequest, NotAuthorized, NotFound
 from ticketing_common.events import OrderCancelled, OrderCreated, OrderStatus, OrderTicket, TicketRef
 from ticketing_common.listener import EventOutOfOrder, version_gate
 from ticketing_common.outbox import enqueue
+from ticketing_common.pagination import PageCursor
 from ticketing_orders.models import REFUND_PENDING, RESERVED_INDEX, Order, Ticket
 
 if TYPE_CHECKING:
@@ -222,9 +223,9 @@ async def list_orders(
     session: AsyncSession,
     user_id: uuid.UUID,
     limit: int,
-    after: tuple[datetime, uuid.UUID] | None = None,
-) -> tuple[list[OrderView], bool]:
-    """A page of the user's orders, newest first, after a keyset position; and whether more follow."""
+    after: PageCursor | None = None,
+) -> tuple[list[OrderView], PageCursor | None]:
+    """A page of the user's orders, newest first, after a keyset position; and the next page's cursor, if any."""
     query = (
         select(*_ORDER_COLUMNS)
         .join(tickets, tickets.c.id == orders.c.ticket_id)
@@ -233,9 +234,10 @@ async def list_orders(
         .limit(limit + 1)
     )
     if after is not None:
-        query = query.where(tuple_(orders.c.created_at, orders.c.id) < tuple_(*after))
+        query = query.where(tuple_(orders.c.created_at, orders.c.id) < tuple_(after.created_at, after.id))
     rows = (await session.execute(query)).all()
-    return [_view(row) for row in rows[:limit]], len(rows) > limit
+    page = [_view(row) for row in rows[:limit]]
+    return page, PageCursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
 
 
 async def get_order(*, session: AsyncSession, order_id: uuid.UUID, user_id: uuid.UUID) -> OrderView:

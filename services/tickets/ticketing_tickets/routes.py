@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
-from urllib.parse import urlencode
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ticketing_common.auth import CurrentUser
 from ticketing_common.db import SessionDep
 from ticketing_common.errors import error_responses
+from ticketing_common.pagination import DEFAULT_LIMIT, Cursor, Limit, PageCursor, next_page_headers
 from ticketing_common.validation import parse_id
 from ticketing_tickets import service
-from ticketing_tickets.schemas import DEFAULT_LIMIT, Limit, PageCursor, TicketCreate, TicketRead, TicketUpdate
+from ticketing_tickets.schemas import TicketCreate, TicketRead, TicketUpdate
 
 router = APIRouter(prefix="/api/tickets", tags=["tickets"])
 
-NEXT_CURSOR_HEADER = "X-Next-Cursor"
 _PAGE = TypeAdapter(list[TicketRead])
 
 
@@ -80,19 +79,16 @@ async def create_ticket(body: TicketCreate, user: CurrentUser, request: Request)
 async def list_tickets(
     db: ReaderDep,
     request: Request,
-    limit: Annotated[Limit, Query(description="Page size, 1 to 100")] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(description="The X-Next-Cursor of the previous page")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> Response:
     """The tickets no order reserves, newest first, one page at a time."""
-    after = PageCursor.decode(cursor) if cursor is not None else None
-    page, next_cursor = await service.list_unreserved_tickets(db=db, limit=limit, after=after)
-    response = Response(_PAGE.dump_json([_read(t) for t in page], by_alias=True), media_type="application/json")
-    if next_cursor is not None:
-        token = next_cursor.encode()
-        query = urlencode({"limit": limit, "cursor": token})
-        response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
-        response.headers[NEXT_CURSOR_HEADER] = token
-    return response
+    page, next_cursor = await service.list_unreserved_tickets(db=db, limit=limit, after=PageCursor.parse(cursor))
+    return Response(
+        _PAGE.dump_json([_read(t) for t in page], by_alias=True),
+        media_type="application/json",
+        headers=next_page_headers(request, limit, next_cursor),
+    )
 
 
 @router.get("/{id}", response_model=TicketRead, responses=error_responses(404))

@@ -17,8 +17,8 @@ from ticketing_common.errors import BadRequest, Conflict, NotAuthorized, NotFoun
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.listener import EventOutOfOrder, version_gate
 from ticketing_common.outbox import enqueue, event_args, with_event
+from ticketing_common.pagination import PageCursor
 from ticketing_tickets.models import order_versions, tickets
-from ticketing_tickets.schemas import PageCursor
 
 logger = logging.getLogger("ticketing.tickets")
 
