@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -26,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+logger = logging.getLogger("ticketing.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -125,6 +129,34 @@ async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection
         raw = await pooled.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
         yield driver
+
+
+async def listen_forever(
+    engine: AsyncEngine, channel: str, on_notify: Callable[[str], None], *, on_connect: Callable[[], None]
+) -> None:
+    """Hold a LISTEN on a channel until cancelled, reconnecting after failures (a Postgres restart, say).
+
+    on_notify gets each payload; on_connect runs after every (re)connect, so the caller can catch up on what was
+    committed while nobody listened.
+    """
+    dsn = "postgresql://" + engine.url.render_as_string(hide_password=False).split("://", 1)[1]
+    while True:
+        conn = None
+        try:
+            conn = await asyncpg.connect(dsn)
+            await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: on_notify(payload))
+            on_connect()
+            while not conn.is_closed():
+                await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("LISTEN %s failed: %s", channel, exc)
+            await asyncio.sleep(1)
+        finally:
+            if conn is not None and not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), timeout=2)
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ticketing_common import metrics
-from ticketing_common.db import OutboxEvent, pooled_driver
+from ticketing_common.db import OutboxEvent, listen_forever, pooled_driver
 from ticketing_common.events import Event
 from ticketing_common.migrations import OUTBOX_CHANNEL
 from ticketing_common.requestid import current_request_id
@@ -142,24 +142,8 @@ class OutboxRelay:
         self._wake.set()
 
     async def _listen(self) -> None:
-        url = self.engine.url.render_as_string(hide_password=False)
-        while not self._stopping:
-            conn = None
-            try:
-                conn = await asyncpg.connect(_asyncpg_dsn(url))
-                await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
-                self._wake.set()  # catch up on anything committed while we were not listening
-                while not conn.is_closed():
-                    await asyncio.sleep(1)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("outbox LISTEN connection failed: %s", exc)
-                await asyncio.sleep(1)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), timeout=2)
+        # Every (re)connect wakes a pass, to catch up on anything committed while we were not listening.
+        await listen_forever(self.engine, OUTBOX_CHANNEL, lambda _: self._wake.set(), on_connect=self._wake.set)
 
     async def _run(self) -> None:
         backoff = 0.1

@@ -8,10 +8,10 @@ import logging
 import weakref
 from typing import cast
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ticketing_common.app import Runtime
+from ticketing_common.db import listen_forever
 from ticketing_expiration import service
 from ticketing_expiration.settings import Settings
 
@@ -148,7 +148,7 @@ class ExpirationScheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, payload: str) -> None:
         try:
             due_epoch: float | None = float(payload)
         except ValueError:
@@ -156,21 +156,5 @@ class ExpirationScheduler:
         self.wake(due_epoch)
 
     async def _listen(self) -> None:
-        url = "postgresql://" + self.engine.url.render_as_string(hide_password=False).split("://", 1)[1]
-        while not self._stopping:
-            conn = None
-            try:
-                conn = await asyncpg.connect(url)
-                await conn.add_listener(service.EXPIRATION_CHANNEL, self._on_notify)
-                self.wake()  # catch up on jobs stored while we were not listening
-                while not conn.is_closed():
-                    await asyncio.sleep(1)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("expiration LISTEN connection failed: %s", exc)
-                await asyncio.sleep(1)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), timeout=2)
+        # Every (re)connect wakes a pass, to catch up on jobs stored while we were not listening.
+        await listen_forever(self.engine, service.EXPIRATION_CHANNEL, self._on_notify, on_connect=self.wake)
