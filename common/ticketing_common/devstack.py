@@ -45,6 +45,7 @@ READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
 STABLE_UPTIME = 10.0  # a service that ran this long before crashing is restarted at once
 MAX_RESTART_DELAY = 10.0
+SERVER_WATCH_INTERVAL = 0.2  # how often the runner looks whether Postgres and NATS still run
 
 
 class DevStackError(RuntimeError):
@@ -336,8 +337,12 @@ def _zygote_child(command: dict[str, Any], log_w: int, close_fds: list[int], exe
     try:
         os.setpgid(0, 0)  # our own process group, so the runner can signal the service and anything it spawns
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        for signum in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
+        # As every Python interpreter starts (and so `uvicorn --factory` in production): a write to a socket whose
+        # peer is gone raises BrokenPipeError. SIG_DFL would kill the service instead, e.g. when asyncpg writes to
+        # a connection of a Postgres that just crashed.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log_w, 1)
@@ -696,6 +701,9 @@ class DevStack:
         self.started = time.monotonic()
         self._stop = asyncio.Event()
         self._restart_tasks: set[asyncio.Task[None]] = set()
+        self._server_watch: asyncio.Task[None] | None = None
+        self._server_start: asyncio.Future[Any] | None = None
+        self.server_restarts = {"postgres": 0, "nats": 0}
 
     # -- entry point
 
@@ -816,6 +824,7 @@ class DevStack:
         for module, error in self.zygote.preload_failures.items():
             self.out.say(f"warning: {module} does not import ({error})")
         await self._create_databases()
+        self._server_watch = asyncio.create_task(self._watch_servers())
         await asyncio.gather(*(self._migrate_and_spawn(service) for service in self.services.values()))
         self._write_state()
         await self._wait_ready()
@@ -899,6 +908,38 @@ class DevStack:
         if await self._poll_ready(service, READY_TIMEOUT):
             self.out.say(f"{service.info.name} is ready again", label=service.info.name)
 
+    async def _watch_servers(self) -> None:
+        """Start Postgres or NATS again when its process exits while the stack runs (a crash, or a chaos test).
+
+        The services ride it out by themselves (pools reconnect, NATS clients reconnect forever); the ports and data
+        folders stay the same, so nothing else changes.
+        """
+        servers: list[tuple[str, PostgresServer | NatsServer | None]] = [
+            ("postgres", self.postgres),
+            ("nats", self.nats),
+        ]
+        while not self.stopping:
+            await asyncio.sleep(SERVER_WATCH_INTERVAL)
+            for name, server in servers:
+                proc = server._proc if server is not None else None
+                if self.stopping or server is None or proc is None or proc.poll() is None:
+                    continue
+                how = (
+                    f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited ({proc.returncode})"
+                )
+                self.out.say(f"{name} {how}; restarting", label=name)
+                # Shielded: a shutdown waits for a start in flight rather than leaving a server nobody stops.
+                self._server_start = asyncio.ensure_future(asyncio.to_thread(server.start, 60.0))
+                try:
+                    await asyncio.shield(self._server_start)
+                except ServerError as exc:  # e.g. Postgres' old backends still hold its shared memory: try again
+                    self.out.say(f"{name} did not start again: {exc}; retrying", label=name)
+                    await asyncio.sleep(1.0)
+                    continue
+                self.server_restarts[name] += 1
+                self._write_state()
+                self.out.say(f"{name} is ready again", label=name)
+
     async def _poll_ready(self, service: _Service, timeout: float) -> bool:
         import httpx
 
@@ -980,6 +1021,8 @@ class DevStack:
             "postgres_pid": self.postgres.running_pid() if self.postgres else None,
             "nats_pid": self.nats._proc.pid if self.nats and self.nats._proc else None,
             "zygote_pid": self.zygote.process.pid if self.zygote and self.zygote.process else None,
+            "postgres_restarts": self.server_restarts["postgres"],
+            "nats_restarts": self.server_restarts["nats"],
             "ready_seconds": previous.get("ready_seconds"),
             "services": {
                 name: {
@@ -1003,6 +1046,11 @@ class DevStack:
         self.stopping = True
         for task in list(self._restart_tasks):
             task.cancel()
+        if self._server_watch is not None:
+            self._server_watch.cancel()
+        if self._server_start is not None:
+            with contextlib.suppress(BaseException):
+                await self._server_start
         if self.gateway_server is not None:
             self.gateway_server.should_exit = True
         if self.gateway_task is not None:
