@@ -209,8 +209,16 @@ async def flow(number: int, client: Client, seller: str, buyers: list[str], seen
 # The faults
 
 
-def _wait_server_restarted(stack: Stack, name: str, before: int) -> None:
-    eventually(lambda: stack.state().get(f"{name}_restarts", 0) > before, timeout=60)
+def recovered(stack: Stack, name: str, wait: Any) -> None:
+    """Run a wait for `name` to come back; if it times out, say what the runner and `name` last said."""
+    try:
+        wait()
+    except AssertionError as exc:
+        lines = [line for line in stack.log().splitlines() if line.startswith(f"{name} ")][-30:]
+        state = stack.state().get("services", {}).get(name) or {k: v for k, v in stack.state().items() if name in k}
+        raise AssertionError(
+            f"{name} did not come back: {exc}; state {state}; its last lines:\n" + "\n".join(lines)
+        ) from exc
 
 
 def restart_server(stack: Stack, name: str, sig: signal.Signals) -> None:
@@ -220,13 +228,13 @@ def restart_server(stack: Stack, name: str, sig: signal.Signals) -> None:
     pid = state[f"{name}_pid"]
     assert pid, f"{name} has no pid in stack.json"
     os.kill(int(pid), sig)
-    _wait_server_restarted(stack, name, before)
+    recovered(stack, name, lambda: eventually(lambda: stack.state().get(f"{name}_restarts", 0) > before, timeout=60))
 
 
 def kill_service(stack: Stack, name: str) -> None:
     """SIGKILL a service's process group and wait until the runner has it ready again."""
     pid = stack.kill(name, signal.SIGKILL)
-    stack.wait_restarted(name, pid, timeout=60)
+    recovered(stack, name, lambda: stack.wait_restarted(name, pid, timeout=60))
 
 
 async def chaos(stack: Stack, done: asyncio.Event, faults: list[str]) -> None:
