@@ -42,6 +42,18 @@ CONCURRENCY = 12  # requests in flight at once
 REQUEST_DEADLINE = 60.0  # how long one request is retried while something it needs is down
 RETRY_STATUSES = {500, 502, 503, 504}  # 500: the one failed statement per pool after a Postgres restart
 EXPIRATION_SECONDS = 5
+# The contract's "consumed by" column (expiration may also consume order.cancelled, to drop the job).
+REQUIRED_CONSUMERS = {
+    "orders-ticket-created",
+    "orders-ticket-updated",
+    "orders-expiration-complete",
+    "orders-payment-created",
+    "tickets-order-created",
+    "tickets-order-cancelled",
+    "payments-order-created",
+    "payments-order-cancelled",
+    "expiration-order-created",
+}
 # Modes cycle by flow number; "reorder" cancels, then a second buyer orders the freed ticket and pays.
 MODES = ("pay", "expire", "cancel", "pay", "decline", "reorder", "pay", "expire", "cancel", "edit-pay")
 
@@ -420,6 +432,8 @@ async def check_invariants(stack: Stack, seen: Outcomes) -> tuple[list[str], dic
         for m in streams[stream]:
             by_subject[m.subject].add(m.msg_id)
     consumers = durable_consumers(stack)
+    missing = REQUIRED_CONSUMERS - {c["name"] for c in consumers}
+    problems += [f"no durable consumer {name}: its events were never handled" for name in sorted(missing)]
     for consumer in consumers:
         durable = consumer["name"]
         owner = durable.split("-", 1)[0]
