@@ -8,7 +8,7 @@ from systemkit import Stack, eventually, needs, signup
 
 @pytest.fixture(scope="module")
 def stack_env() -> dict[str, str]:
-    return {"ORDER_EXPIRATION_SECONDS": "3"}
+    return {"ORDER_EXPIRATION_SECONDS": "3", "NATS_ACK_WAIT_SECONDS": "5"}
 
 
 @needs("tickets", "orders", "expiration")
