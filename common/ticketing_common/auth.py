@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -40,11 +42,27 @@ def create_token(*, user_id: uuid.UUID, email: str, key: str, ttl_seconds: int, 
 
 def decode_token(token: str, *, key: str) -> UserClaims | None:
     """The claims of a valid token; None for a malformed, forged, alg=none, wrong-key or expired one."""
+    verified = _verify_signature(token, key)
+    if verified is None:
+        return None
+    claims, expires = verified
+    # The signature never changes its verdict; the expiry is checked on every use.
+    return claims if expires > time.time() else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _verify_signature(token: str, key: str) -> tuple[UserClaims, int] | None:
+    # A client sends the same session token with every request; verifying its HMAC once per process, not once
+    # per request, took ~5% off the cost of a write (bench/). Bounded, and keyed by the key too.
     try:
         claims: dict[str, Any] = jwt.decode(
-            token, key, algorithms=[ALGORITHM], options={"require": ["sub", "exp", "iat"]}
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "exp", "iat"], "verify_exp": False},
         )
-        return UserClaims(id=uuid.UUID(str(claims["sub"])), email=str(claims.get("email", "")), iat=int(claims["iat"]))
+        user = UserClaims(id=uuid.UUID(str(claims["sub"])), email=str(claims.get("email", "")), iat=int(claims["iat"]))
+        return user, int(claims["exp"])
     except (jwt.PyJWTError, ValueError, TypeError):
         return None
 
