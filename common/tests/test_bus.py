@@ -284,7 +284,7 @@ async def test_outbox_rows_are_claimed_with_skip_locked(probe: RunningService) -
         # A second relay skips the locked row and publishes the other two.
         from ticketing_common.outbox import OutboxRelay
 
-        other = OutboxRelay(engine=engine, js=probe.runtime.js)
+        other = OutboxRelay(engine=engine, pool=probe.runtime.pool, js=probe.runtime.js)
         assert await other.publish_pending() == 2
         await holder.rollback()
     assert await other.publish_pending() == 1

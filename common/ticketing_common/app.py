@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ticketing_common import bus
-from ticketing_common.db import make_engine, make_sessionmaker
+from ticketing_common.db import asyncpg_dsn, make_engine, make_sessionmaker
 from ticketing_common.errors import error_body, install_error_handlers
 from ticketing_common.listener import Listener
 from ticketing_common.logs import configure_logging
@@ -86,10 +86,8 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         nc = await bus.connect(settings.nats_url, settings.nats_client_id)
         js = nc.jetstream()
         await bus.ensure_streams(js, replicas=settings.nats_stream_replicas)
-        relay = OutboxRelay(engine=engine, js=js, poll_seconds=settings.outbox_poll_seconds)
-        pool = await asyncpg.create_pool(
-            "postgresql://" + settings.database_url.split("://", 1)[1], min_size=1, max_size=10
-        )
+        pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=10)
+        relay = OutboxRelay(engine=engine, pool=pool, js=js, poll_seconds=settings.outbox_poll_seconds)
         runtime = Runtime(settings, engine, sessionmaker, nc, js, relay, pool)
         app.state.runtime = runtime
         await relay.start()

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ticketing_common import metrics
-from ticketing_common.db import OutboxEvent, listen_forever, pooled_driver
+from ticketing_common.db import OutboxEvent, listen_forever
 from ticketing_common.events import Event
 from ticketing_common.migrations import OUTBOX_CHANNEL
 from ticketing_common.requestid import current_request_id
@@ -61,17 +61,6 @@ _CLAIM_UNSENT = (
 _MARK_SENT = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::uuid[])"
 
 
-_INSERT_EVENT = "INSERT INTO outbox (id, subject, payload, request_id) VALUES ($1, $2, $3, $4)"
-
-
-async def enqueue_on(conn: asyncpg.Connection, event: Event) -> None:
-    """enqueue() for hot paths on an asyncpg transaction (see db.pooled_driver): the same row, one statement."""
-    if not conn.is_in_transaction():
-        # Outside a transaction the event would commit on its own, whatever happens to the change it announces.
-        raise RuntimeError("enqueue_on needs the transaction of the change the event announces")
-    await conn.execute(_INSERT_EVENT, event.event_id, event.subject, event.to_bytes(), current_request_id())
-
-
 def with_event(change_sql: str, arg_count: int) -> str:
     """One statement that makes a change and writes the event announcing it.
 
@@ -92,10 +81,6 @@ def event_args(event: Event) -> tuple[object, ...]:
     return (event.event_id, event.subject, event.to_bytes(), current_request_id())
 
 
-def _asyncpg_dsn(url: str) -> str:
-    return "postgresql://" + url.split("://", 1)[1]
-
-
 class OutboxRelay:
     """Publishes committed outbox rows in commit order, awaiting each PubAck, then marks them sent.
 
@@ -104,9 +89,16 @@ class OutboxRelay:
     """
 
     def __init__(
-        self, *, engine: AsyncEngine, js: JetStreamContext, poll_seconds: float = 1.0, batch_size: int = 500
+        self,
+        *,
+        engine: AsyncEngine,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        poll_seconds: float = 1.0,
+        batch_size: int = 500,
     ) -> None:
-        self.engine = engine
+        self.engine = engine  # for the LISTEN connection's address
+        self.pool = pool
         self.js = js
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
@@ -165,11 +157,11 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; returns how many were published.
 
-        The statements run on the pooled connection's asyncpg driver, not through SQLAlchemy: a pass per commit
+        The statements run on the runtime's asyncpg pool, not through SQLAlchemy: a pass per commit
         is the common case at low rates, and the ORM layer's per-statement cost made each pass several times
         dearer than the work itself (and the relay shares the event loop with the requests).
         """
-        async with pooled_driver(self.engine) as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM_UNSENT, self.batch_size)
             if not rows:
                 return 0
