@@ -399,8 +399,8 @@ def zygote_main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides when we stop
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     if not exec_mode:
-        # Only what every service shares: two services cannot be imported into one interpreter (their models
-        # share ticketing_common.db.Base), so each child imports its own package after the fork (~0.2 s).
+        # Only what every service shares; each child imports its own package after the fork (~0.2 s), so no
+        # service carries another's modules, models or import-time state.
         for module in PRELOAD:
             try:
                 importlib.import_module(module)
