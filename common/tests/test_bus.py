@@ -325,3 +325,55 @@ async def test_staged_events_are_written_at_commit_and_dropped_on_rollback(probe
     async with probe.sessionmaker() as session:
         payloads = (await session.execute(text("SELECT payload FROM outbox ORDER BY seq"))).scalars().all()
     assert [json.loads(p)["title"] for p in payloads] == ["kept-1", "kept-2"]
+
+
+async def test_the_relay_prunes_sent_rows_and_old_inbox_records_past_their_retention(
+    start_service: ServiceStarter,
+) -> None:
+    probe = await start_service(create_app, ServiceSettings, "busapp", outbox_retention_seconds=60)
+    relay = probe.runtime.relay
+    assert relay.retention_seconds == 60
+    relay._stopping = True  # its own start-up prune has run or is gone; only the explicit one below counts
+    await relay.stop()
+    async with probe.runtime.pool.acquire() as conn:
+        await conn.execute("TRUNCATE outbox, inbox")
+        await conn.execute(
+            "INSERT INTO outbox (id, subject, payload, created_at, sent_at) VALUES "
+            "($1, 's', '', now() - interval '2 hours', now() - interval '61 seconds'),"  # sent, past retention
+            "($2, 's', '', now() - interval '2 hours', now() - interval '59 seconds'),"  # sent, within it
+            "($3, 's', '', now() - interval '2 hours', NULL)",  # never sent: kept however old
+            *(uuid.UUID(int=i) for i in (1, 2, 3)),
+        )
+        await conn.execute(
+            "INSERT INTO inbox (consumer, message_id, processed_at) VALUES "
+            "('c', 'old', now() - interval '421 seconds'), ('c', 'recent', now() - interval '419 seconds')"
+        )
+        assert await relay.prune() == 2
+        outbox = await conn.fetch("SELECT id FROM outbox ORDER BY id")
+        inbox = await conn.fetch("SELECT message_id FROM inbox")
+    assert [r["id"] for r in outbox] == [uuid.UUID(int=2), uuid.UUID(int=3)]
+    assert [r["message_id"] for r in inbox] == ["recent"]
+
+
+async def test_the_relay_prunes_on_its_own_in_the_background(probe: RunningService) -> None:
+    relay = probe.runtime.relay
+    assert [t.get_name() for t in relay._tasks] == ["outbox-relay", "outbox-listen", "outbox-prune"]
+    async with probe.runtime.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO outbox (id, subject, payload, sent_at) VALUES ($1, 's', '', now() - interval '2 days')",
+            uuid.UUID(int=7),
+        )
+    # A fresh relay prunes when it starts (then hourly): the row past the default 24 h retention goes.
+    from ticketing_common.outbox import OutboxRelay
+
+    other = OutboxRelay(engine=probe.runtime.engine, pool=probe.runtime.pool, js=probe.runtime.js)
+    await other.start()
+    try:
+
+        async def pruned() -> bool:
+            async with probe.runtime.pool.acquire() as conn:
+                return await conn.fetchval("SELECT count(*) FROM outbox WHERE id = $1", uuid.UUID(int=7)) == 0
+
+        await eventually(pruned)
+    finally:
+        await other.stop()

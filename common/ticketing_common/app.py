@@ -102,7 +102,13 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         pool = await asyncpg.create_pool(
             asyncpg_dsn(settings.database_url), min_size=1, max_size=10, reset=_keep_session
         )
-        relay = OutboxRelay(engine=engine, pool=pool, js=js, poll_seconds=settings.outbox_poll_seconds)
+        relay = OutboxRelay(
+            engine=engine,
+            pool=pool,
+            js=js,
+            poll_seconds=settings.outbox_poll_seconds,
+            retention_seconds=settings.outbox_retention_seconds,
+        )
         runtime = Runtime(settings, engine, sessionmaker, nc, js, relay, pool)
         app.state.runtime = runtime
         await relay.start()

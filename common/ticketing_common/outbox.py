@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 from nats.js import JetStreamContext
 from sqlalchemy import event as sa_event
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -59,6 +59,16 @@ _CLAIM_UNSENT = (
     "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
 _MARK_SENT = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::uuid[])"
+_PRUNE_OUTBOX = (
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => $1) LIMIT $2)"
+)
+_PRUNE_INBOX = (
+    "DELETE FROM inbox WHERE (consumer, message_id) IN "
+    "(SELECT consumer, message_id FROM inbox WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2)"
+)
+_PRUNE_BATCH = 10_000
+# How often a relay prunes; a shorter retention prunes as often as it is long.
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 def with_event(change_sql: str, arg_count: int) -> str:
@@ -96,12 +106,14 @@ class OutboxRelay:
         js: JetStreamContext,
         poll_seconds: float = 1.0,
         batch_size: int = 500,
+        retention_seconds: int = 86400,
     ) -> None:
         self.engine = engine  # for the LISTEN connection's address
         self.pool = pool
         self.js = js
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
+        self.retention_seconds = retention_seconds
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,16 +123,17 @@ class OutboxRelay:
         self._tasks = [
             asyncio.create_task(self._run(), name="outbox-relay"),
             asyncio.create_task(self._listen(), name="outbox-listen"),
+            asyncio.create_task(self._prune_forever(), name="outbox-prune"),
         ]
 
     async def stop(self) -> None:
         """Finish the batch in flight, then stop."""
         self._stopping = True
         self._wake.set()
-        relay, listen = self._tasks or (None, None)
-        if listen is not None:
-            listen.cancel()
-        if relay is not None:
+        if self._tasks:
+            relay, *others = self._tasks
+            for task in others:
+                task.cancel()
             try:
                 await asyncio.wait_for(relay, timeout=10)
             except (TimeoutError, asyncio.CancelledError):
@@ -136,6 +149,15 @@ class OutboxRelay:
     async def _listen(self) -> None:
         # Every (re)connect wakes a pass, to catch up on anything committed while we were not listening.
         await listen_forever(self.engine, OUTBOX_CHANNEL, lambda _: self._wake.set(), on_connect=self._wake.set)
+
+    async def _prune_forever(self) -> None:
+        # Its own task, so a large prune never delays a publish.
+        while True:
+            try:
+                await self.prune()
+            except Exception as exc:
+                logger.warning("outbox relay could not prune: %s", exc)
+            await asyncio.sleep(min(PRUNE_EVERY_SECONDS, self.retention_seconds))
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -188,13 +210,25 @@ class OutboxRelay:
                 raise RuntimeError(f"{len(rows) - len(sent)} events not acknowledged by JetStream")
             return len(sent)
 
-    async def prune(self, *, keep_seconds: int = 86400) -> None:
-        """Delete sent outbox rows and inbox records older than the retention window."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                text("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => :s)"), {"s": keep_seconds}
-            )
-            await conn.execute(
-                text("DELETE FROM inbox WHERE processed_at < now() - make_interval(secs => :s)"),
-                {"s": keep_seconds * 7},
-            )
+    async def prune(self) -> int:
+        """Delete sent outbox rows older than the retention, and inbox records older than 7 times that.
+
+        Sent rows stay a while so an operator can see what went out; inbox records are what makes a redelivered
+        event a no-op, so they stay much longer than any redelivery could take. Deletes go in batches so no
+        transaction holds many row locks. Returns how many rows went.
+        """
+        deleted = 0
+        async with self.pool.acquire() as conn:
+            for statement, seconds in (
+                (_PRUNE_OUTBOX, self.retention_seconds),
+                (_PRUNE_INBOX, 7 * self.retention_seconds),
+            ):
+                while True:
+                    status = await conn.execute(statement, float(seconds), _PRUNE_BATCH)
+                    count = int(status.rsplit(" ", 1)[1])
+                    deleted += count
+                    if count < _PRUNE_BATCH:
+                        break
+        if deleted:
+            logger.info("pruned %d sent outbox rows and inbox records", deleted)
+        return deleted

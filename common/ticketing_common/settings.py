@@ -41,6 +41,11 @@ class ServiceSettings(BaseSettings):
     cookie_secure: bool = True
     log_level: str = "INFO"
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    outbox_retention_seconds: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description="How long sent outbox rows are kept; processed inbox records are kept 7 times as long",
+    )
     nats_ack_wait_seconds: float | None = Field(
         default=None, gt=0, description="Overrides every listener's ack_wait (30 s); shorter in dev and tests"
     )
