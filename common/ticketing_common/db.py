@@ -114,7 +114,15 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     driver: asyncpg.Connection = raw.driver_connection
     if not driver.is_in_transaction():
         # SQLAlchemy sends BEGIN lazily, with its first statement; without this, our statements would autocommit.
-        await session.execute(text("SELECT 1"))
+        # Its asyncpg adapter's own BEGIN is one round trip; a `SELECT 1` through the session was two, plus the
+        # session's statement machinery, on every listener transaction (bench/). The SELECT stays as the fallback
+        # should a SQLAlchemy upgrade rename that private method (the tests below would tell).
+        adapter = raw.dbapi_connection
+        start = getattr(adapter, "_start_transaction", None)
+        if start is not None and getattr(adapter, "_transaction", True) is None:
+            await start()
+        else:
+            await session.execute(text("SELECT 1"))
     return driver
 
 
