@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from bench.harness import Result, render_table, say
+from bench.harness import Result, host_cpu_ticks, render_table, say
 
 # name -> "module:function" of an async function returning a Result; imported only when chosen.
 BENCHMARKS = {
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         say(f"{name}: starting")
         began = time.perf_counter()
+        steal_before, total_before = host_cpu_ticks()
         try:
             result = uvloop.run(_load(name)())
         except Exception as exc:
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             continue
         result.seconds = time.perf_counter() - began
+        steal_after, total_after = host_cpu_ticks()
+        if total_after > total_before:
+            # On a shared VM the hypervisor may run other guests on our cores; tails and rates suffer with it.
+            stolen = 100 * (steal_after - steal_before) / (total_after - total_before)
+            result.details["host_cpu_steal_percent"] = round(stolen, 1)
+            result.notes.append(f"CPU time taken by the hypervisor (steal) during this benchmark: {stolen:.1f}%")
         path = result.write()
         results.append(result)
         print(f"\n== {name} ({result.seconds:.0f} s; {path.relative_to(path.parents[2])})", flush=True)

@@ -166,6 +166,16 @@ def render_table(results: Sequence[Result]) -> str:
     return "\n".join(out)
 
 
+def host_cpu_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of the whole machine since boot, from /proc/stat; (0, 0) where there is none."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is already counted in user.
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def say(message: str) -> None:
     """Progress on stderr, so the tables on stdout stay clean."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
