@@ -63,13 +63,15 @@ _CLAIM_UNSENT = (
 # behind that pass waited out (bench/: propagation p99).
 _MARK_SENT = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::text[]::uuid[])"
 _PRUNE_OUTBOX = (
-    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => $1) LIMIT $2)"
+    "DELETE FROM outbox WHERE id IN "
+    "(SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)"
 )
 _PRUNE_INBOX = (
     "DELETE FROM inbox WHERE (consumer, message_id) IN "
-    "(SELECT consumer, message_id FROM inbox WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2)"
+    "(SELECT consumer, message_id FROM inbox WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2 "
+    "FOR UPDATE SKIP LOCKED)"
 )
-_PRUNE_BATCH = 10_000
+_PRUNE_BATCH = 10_000  # rows another replica's prune holds are skipped, so replicas never wait on each other
 # How often a relay prunes; a shorter retention prunes as often as it is long.
 PRUNE_EVERY_SECONDS = 3600.0
 
