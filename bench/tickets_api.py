@@ -187,6 +187,31 @@ async def _with_servers(
             return await run(base, tickets, raw, trivial)
 
 
+async def _compare(
+    name: str,
+    figure: str,
+    ours: tuple[ServerProcess, loadgen.RequestFactory],
+    baseline: tuple[ServerProcess, loadgen.RequestFactory],
+    trivial: ServerProcess,
+) -> Result:
+    """The load generator's ceiling, then ours and the baseline in alternating slices, as one result."""
+    ceiling = await _ceiling(trivial)
+    say(f"load generator ceiling: {ceiling.rate:,.0f} req/s")
+    runs = await _alternate(name, ours, baseline)
+    result = Result(name)
+    row = _row(figure, runs)
+    result.rows = [row, _ceiling_row(ceiling, max(row.ours, row.baseline or 0))]
+    result.details = {
+        "concurrency": CONCURRENCY,
+        "slice_seconds": SLICE_SECONDS,
+        "slices": runs.details,
+        "pair_ratios": [round(r, 3) for r in runs.pair_ratios()],
+        "ceiling": ceiling.summary(),
+    }
+    result.notes.append(_spread_note(runs))
+    return result
+
+
 async def run_write() -> Result:
     """POST /api/tickets signed in (validation, the row and its outbox event in one transaction) vs one insert."""
 
@@ -194,20 +219,13 @@ async def run_write() -> Result:
         user = make_user()
         ours_request = loadgen.request_bytes("POST", "/api/tickets", body=_BODY, headers=user.headers)
         raw_request = loadgen.request_bytes("POST", "/raw/tickets", body=_BODY)
-        ceiling = await _ceiling(trivial)
-        say(f"load generator ceiling: {ceiling.rate:,.0f} req/s")
-        runs = await _alternate("write", (tickets, lambda: ours_request), (raw, lambda: raw_request))
-        result = Result("write")
-        row = _row("POST /api/tickets vs one asyncpg insert", runs)
-        result.rows = [row, _ceiling_row(ceiling, max(row.ours, row.baseline or 0))]
-        result.details = {
-            "concurrency": CONCURRENCY,
-            "slice_seconds": SLICE_SECONDS,
-            "slices": runs.details,
-            "pair_ratios": [round(r, 3) for r in runs.pair_ratios()],
-            "ceiling": ceiling.summary(),
-        }
-        result.notes.append(_spread_note(runs))
+        result = await _compare(
+            "write",
+            "POST /api/tickets vs one asyncpg insert",
+            (tickets, lambda: ours_request),
+            (raw, lambda: raw_request),
+            trivial,
+        )
         conn = await asyncpg.connect(base.dsn("tickets"))
         try:
             outbox = await conn.fetchval("SELECT count(*) FROM outbox")
@@ -235,20 +253,12 @@ async def run_read() -> Result:
             await conn.close()
         ours_requests = itertools.cycle([loadgen.request_bytes("GET", f"/api/tickets/{i}") for i in ids])
         raw_requests = itertools.cycle([loadgen.request_bytes("GET", f"/raw/tickets/{i}") for i in ids])
-        ceiling = await _ceiling(trivial)
-        say(f"load generator ceiling: {ceiling.rate:,.0f} req/s")
-        runs = await _alternate("read", (tickets, ours_requests.__next__), (raw, raw_requests.__next__))
-        result = Result("read")
-        row = _row("GET /api/tickets/{id} vs one asyncpg select", runs)
-        result.rows = [row, _ceiling_row(ceiling, max(row.ours, row.baseline or 0))]
-        result.details = {
-            "concurrency": CONCURRENCY,
-            "slice_seconds": SLICE_SECONDS,
-            "slices": runs.details,
-            "pair_ratios": [round(r, 3) for r in runs.pair_ratios()],
-            "ceiling": ceiling.summary(),
-        }
-        result.notes.append(_spread_note(runs))
-        return result
+        return await _compare(
+            "read",
+            "GET /api/tickets/{id} vs one asyncpg select",
+            (tickets, ours_requests.__next__),
+            (raw, raw_requests.__next__),
+            trivial,
+        )
 
     return await _with_servers(run)
