@@ -9,8 +9,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
-MEMBERS := common $(sort $(wildcard services/*))
+MEMBERS := common $(sort $(wildcard services/*)) $(sort $(wildcard tools/*))
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
+# Checked strictly by mypy, in one run so that each sees the others' types.
+TYPED := common/ticketing_common tools/dev/ticketing_dev tools/testing/ticketing_testing
 
 .PHONY: help install test lint typecheck lock dev dev-reset clean k8s-check k8s-lock
 
@@ -40,13 +42,15 @@ lock: | $(UV) ## Re-pin every dependency (after editing a pyproject.toml)
 	@printf -- '-e ./%s\n' $(MEMBERS) > requirements.in
 	$(UV) pip compile --quiet requirements.in --group pyproject.toml:dev --generate-hashes \
 		--python-version 3.11 --universal --no-header -o requirements.lock
+	@# uv writes the members the dev group names (tools/*) as absolute file:// URLs; the lock must work in any checkout.
+	@sed -i 's|^-e file://$(CURDIR)/|-e ./|' requirements.lock
 
 lint: install ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install ## mypy (strict on common)
-	$(BIN)/mypy common/ticketing_common
+typecheck: install ## mypy (strict on common and the tools)
+	$(BIN)/mypy $(TYPED)
 
 # The Kubernetes checks' tools (checkov, kubernetes-validate, hadolint) live in their own venv, from their own lock.
 K8S_TOOLS := .tools/k8s
@@ -67,7 +71,7 @@ k8s-check: install $(K8S_TOOLS)/.synced ## Render, schema-validate and security-
 
 test: install k8s-check ## Lint, type-check and run every package's tests against real Postgres and NATS
 	$(BIN)/ruff check .
-	$(BIN)/mypy common/ticketing_common
+	$(BIN)/mypy $(TYPED)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 dev: install ## Run the whole suite locally behind one gateway (http://127.0.0.1:8080); Ctrl-C stops it

@@ -23,8 +23,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from ticketing_common.devservers import NatsServer, PostgresServer, free_port
-from ticketing_common.testing import TEST_JWT_KEY
+from ticketing_dev.servers import NatsServer, PostgresServer, free_port
+from ticketing_testing import TEST_JWT_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"

@@ -39,7 +39,7 @@ from bench.harness import (
     say,
     start_uvicorn,
 )
-from ticketing_common.testing import make_user
+from ticketing_testing import make_user
 
 RATE = float(os.environ.get("BENCH_PROPAGATION_RATE", "200"))
 P50_TARGET_MS = 5.0

@@ -37,7 +37,7 @@ from bench.harness import (
     summarize_profile,
     wait_http_ok,
 )
-from ticketing_common.testing import make_user
+from ticketing_testing import make_user
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 # This host's speed drifts by up to 2x within seconds (a shared VM), so 3 rounds of 5 s per side gave write ratios

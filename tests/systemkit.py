@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from ticketing_common.devservers import free_port
+from ticketing_dev.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKETING = Path(sys.executable).parent / "ticketing"

@@ -7,8 +7,8 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from ticketing_common.testing import eventually, make_user
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
+from ticketing_testing import eventually, make_user
+from ticketing_testing.plugin import RunningService, ServiceStarter
 
 SERVICES = ["auth", "tickets", "orders", "expiration", "payments"]
 modules = {name: pytest.importorskip(f"ticketing_{name}.app") for name in SERVICES}

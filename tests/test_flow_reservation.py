@@ -7,8 +7,8 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from ticketing_common.testing import eventually, make_user
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
+from ticketing_testing import eventually, make_user
+from ticketing_testing.plugin import RunningService, ServiceStarter
 
 tickets_app = pytest.importorskip("ticketing_tickets.app")
 tickets_settings = pytest.importorskip("ticketing_tickets.settings")

@@ -34,9 +34,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from ticketing_common.testing import TestUser, make_user
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
 from ticketing_orders import models as orders_models
+from ticketing_testing import TestUser, make_user
+from ticketing_testing.plugin import RunningService, ServiceStarter
 
 CASES_PER_SERVICE = 500
 SEED = 7_2024  # fixed: the same cases every run; change it to explore others

@@ -32,8 +32,6 @@ from ticketing_auth import settings as auth_settings
 from ticketing_auth.models import User
 from ticketing_common.auth import SESSION_COOKIE, create_token
 from ticketing_common.db import OutboxEvent
-from ticketing_common.testing import TEST_JWT_KEY, EventCapture, TestUser, eventually, make_user
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
 from ticketing_expiration import app as expiration_app
 from ticketing_expiration import settings as expiration_settings
 from ticketing_orders import app as orders_app
@@ -43,6 +41,8 @@ from ticketing_payments import app as payments_app
 from ticketing_payments import settings as payments_settings
 from ticketing_payments.models import Order as PaymentsOrder
 from ticketing_payments.providers import FakeProvider
+from ticketing_testing import TEST_JWT_KEY, EventCapture, TestUser, eventually, make_user
+from ticketing_testing.plugin import RunningService, ServiceStarter
 from ticketing_tickets import app as tickets_app
 from ticketing_tickets import settings as tickets_settings
 

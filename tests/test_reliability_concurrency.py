@@ -17,8 +17,6 @@ import pytest
 from sqlalchemy import func, select
 
 from ticketing_common.db import OutboxEvent
-from ticketing_common.testing import EventCapture, TestUser, eventually, make_user
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
 from ticketing_orders import app as orders_app
 from ticketing_orders import models as orders_models
 from ticketing_orders import settings as orders_settings
@@ -26,6 +24,8 @@ from ticketing_payments import app as payments_app
 from ticketing_payments import models as payments_models
 from ticketing_payments import settings as payments_settings
 from ticketing_payments.providers import FakeProvider
+from ticketing_testing import EventCapture, TestUser, eventually, make_user
+from ticketing_testing.plugin import RunningService, ServiceStarter
 from ticketing_tickets import app as tickets_app
 from ticketing_tickets import settings as tickets_settings
 

@@ -39,14 +39,14 @@ from ticketing_common.events import (
     TicketRef,
     TicketUpdated,
 )
-from ticketing_common.testing import eventually
-from ticketing_common.testing.plugin import RunningService, ServiceStarter, truncate_all
 from ticketing_orders import app as orders_app
 from ticketing_orders import models as orders_models
 from ticketing_orders import settings as orders_settings
 from ticketing_payments import app as payments_app
 from ticketing_payments import models as payments_models
 from ticketing_payments import settings as payments_settings
+from ticketing_testing import eventually
+from ticketing_testing.plugin import RunningService, ServiceStarter, truncate_all
 from ticketing_tickets import app as tickets_app
 from ticketing_tickets import models as tickets_models
 from ticketing_tickets import settings as tickets_settings

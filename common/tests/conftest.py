@@ -6,7 +6,7 @@ import pytest
 
 from busapp import create_app
 from ticketing_common.settings import ServiceSettings
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
+from ticketing_testing.plugin import RunningService, ServiceStarter
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from ticketing_common import auth
-from ticketing_common.testing import TEST_JWT_KEY
+from ticketing_testing import TEST_JWT_KEY
 
 
 def test_a_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:

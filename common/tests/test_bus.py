@@ -13,8 +13,8 @@ from busapp import Handled, Replica, TicketCreatedListener, create_app, replica_
 from ticketing_common.db import DeadLetter, OutboxEvent
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.settings import ServiceSettings
-from ticketing_common.testing import eventually
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
+from ticketing_testing import eventually
+from ticketing_testing.plugin import RunningService, ServiceStarter
 
 
 def ticket_created(**overrides: object) -> TicketCreated:

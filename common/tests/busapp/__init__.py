@@ -18,7 +18,7 @@ from ticketing_common.listener import Listener, version_gate
 from ticketing_common.outbox import enqueue
 from ticketing_common.requestid import current_request_id
 from ticketing_common.settings import ServiceSettings
-from ticketing_common.testing.plugin import RunningService
+from ticketing_testing.plugin import RunningService
 
 logger = logging.getLogger("busapp")
 

@@ -4,7 +4,7 @@ import pytest
 
 from ticketing_auth.app import create_app
 from ticketing_auth.settings import Settings
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
+from ticketing_testing.plugin import RunningService, ServiceStarter
 
 
 @pytest.fixture

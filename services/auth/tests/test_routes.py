@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from ticketing_auth.models import User
 from ticketing_common.auth import create_token
-from ticketing_common.testing import TEST_JWT_KEY
-from ticketing_common.testing.plugin import RunningService
+from ticketing_testing import TEST_JWT_KEY
+from ticketing_testing.plugin import RunningService
 
 
 def unique_email() -> str:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
 from ticketing_expiration.app import create_app
 from ticketing_expiration.settings import Settings
+from ticketing_testing.plugin import RunningService, ServiceStarter
 
 ReplicaStarter = Callable[..., Awaitable[RunningService]]
 

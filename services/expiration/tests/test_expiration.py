@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 
 from ticketing_common.db import InboxRecord, OutboxEvent
 from ticketing_common.events import Event, OrderCancelled, OrderCreated, OrderStatus, OrderTicket, TicketRef
-from ticketing_common.testing import EventCapture, eventually
-from ticketing_common.testing.plugin import RunningService
 from ticketing_expiration import service
 from ticketing_expiration.models import ExpirationJob
+from ticketing_testing import EventCapture, eventually
+from ticketing_testing.plugin import RunningService
 
 COMPLETE = "expiration.complete"
 

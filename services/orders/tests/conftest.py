@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from ticketing_common.db import InboxRecord, OutboxEvent
 from ticketing_common.events import Event, TicketCreated
-from ticketing_common.testing import TestUser, eventually, make_user
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
 from ticketing_orders.app import create_app
 from ticketing_orders.models import Order, Ticket
 from ticketing_orders.settings import Settings
+from ticketing_testing import TestUser, eventually, make_user
+from ticketing_testing.plugin import RunningService, ServiceStarter
 
 Publish = Callable[..., Awaitable[None]]
 SeedTicket = Callable[..., Awaitable[TicketCreated]]

@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from ticketing_common.db import DeadLetter, OutboxEvent
 from ticketing_common.events import ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated
-from ticketing_common.testing import eventually, make_user
-from ticketing_common.testing.plugin import RunningService
 from ticketing_orders import service
+from ticketing_testing import eventually, make_user
+from ticketing_testing.plugin import RunningService
 
 
 def ticket_history(versions: int, *, title: str = "show") -> list[TicketCreated | TicketUpdated]:

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from ticketing_common.events import PaymentCreated
-from ticketing_common.testing import eventually, make_user
-from ticketing_common.testing.plugin import RunningService
+from ticketing_testing import eventually, make_user
+from ticketing_testing.plugin import RunningService
 
 ANONYMOUS_CALLS = [
     ("POST", "/api/orders", {"ticketId": str(uuid.uuid4())}),

@@ -10,12 +10,12 @@ from decimal import Decimal
 import pytest
 
 from ticketing_common.events import OrderStatus
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
 from ticketing_payments import service
 from ticketing_payments.app import create_app
 from ticketing_payments.models import Order
 from ticketing_payments.providers import FakeProvider
 from ticketing_payments.settings import Settings
+from ticketing_testing.plugin import RunningService, ServiceStarter
 
 OrderFactory = Callable[..., Awaitable[Order]]
 

@@ -19,10 +19,10 @@ from ticketing_common.events import (
     TicketRef,
     iso_z,
 )
-from ticketing_common.testing import eventually, make_user
-from ticketing_common.testing.plugin import RunningService
 from ticketing_payments.models import Order
 from ticketing_payments.providers import FakeProvider
+from ticketing_testing import eventually, make_user
+from ticketing_testing.plugin import RunningService
 
 CREATED = "payments-order-created"
 CANCELLED = "payments-order-cancelled"

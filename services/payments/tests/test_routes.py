@@ -12,10 +12,10 @@ from sqlalchemy.exc import IntegrityError
 
 from ticketing_common.db import OutboxEvent
 from ticketing_common.events import OrderStatus
-from ticketing_common.testing import EventCapture, make_user
-from ticketing_common.testing.plugin import RunningService
 from ticketing_payments.models import Payment
 from ticketing_payments.providers import FakeProvider
+from ticketing_testing import EventCapture, make_user
+from ticketing_testing.plugin import RunningService
 
 URL = "/api/payments"
 

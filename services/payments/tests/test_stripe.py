@@ -15,12 +15,12 @@ import pytest
 import stripe
 
 from ticketing_common.errors import PaymentDeclined
-from ticketing_common.testing import EventCapture, make_user
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
 from ticketing_payments import service
 from ticketing_payments.app import create_app
 from ticketing_payments.providers import InvalidPaymentToken, StripeProvider
 from ticketing_payments.settings import Settings
+from ticketing_testing import EventCapture, make_user
+from ticketing_testing.plugin import RunningService, ServiceStarter
 
 TEST_KEY = "sk_test_" + "a" * 40
 

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from ticketing_common.db import DeadLetter, InboxRecord
 from ticketing_common.events import Event, OrderCancelled, OrderCreated, OrderStatus, OrderTicket, TicketRef
-from ticketing_common.testing import TestUser, eventually, make_user
-from ticketing_common.testing.plugin import RunningService, ServiceStarter
+from ticketing_testing import TestUser, eventually, make_user
+from ticketing_testing.plugin import RunningService, ServiceStarter
 from ticketing_tickets.app import create_app
 from ticketing_tickets.listeners import LISTENERS
 from ticketing_tickets.settings import Settings

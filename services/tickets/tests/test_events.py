@@ -6,7 +6,7 @@ import uuid
 from sqlalchemy import func, select
 
 from ticketing_common.db import OutboxEvent
-from ticketing_common.testing import eventually, make_user
+from ticketing_testing import eventually, make_user
 
 
 async def test_create_publishes_ticket_created(tickets, seller, events) -> None:

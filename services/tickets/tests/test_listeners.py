@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from ticketing_common.listener import EventOutOfOrder
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 from ticketing_tickets.models import OrderVersion, Ticket
 from ticketing_tickets.service import cancellation_applies
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from ticketing_common.auth import create_token
-from ticketing_common.testing import TEST_JWT_KEY, make_user
+from ticketing_testing import TEST_JWT_KEY, make_user
 from ticketing_tickets.models import Ticket
 
 NOT_AUTHORIZED = {"errors": [{"message": "Not authorized"}]}

@@ -19,19 +19,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ticketing_common.devstack import (
-    DEFAULT_GATEWAY_HOST,
-    DEFAULT_GATEWAY_PORT,
-    DevOptions,
-    DevStackError,
-    default_state_dir,
-    read_state,
-    repo_root,
-    run_dev_stack,
-    running_pid,
-    stop_runner,
-)
 from ticketing_common.events import STREAMS
+from ticketing_dev.errors import DevStackError
+from ticketing_dev.repo import default_state_dir
+from ticketing_dev.runner import DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, DevOptions, run_dev_stack
+from ticketing_dev.state import read_state, running_pid, stop_runner
 
 DEFAULT_MONITOR_URL = "http://127.0.0.1:8222"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -546,4 +538,4 @@ def main() -> None:
         sys.exit(130)
 
 
-__all__ = ["app", "main", "repo_root"]
+__all__ = ["app", "main"]

@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from ticketing_common import bus
 from ticketing_common.app import Runtime
-from ticketing_common.devservers import NatsServer, PostgresServer
 from ticketing_common.migrations import upgrade
-from ticketing_common.testing import TEST_JWT_KEY, EventCapture
+from ticketing_dev.servers import NatsServer, PostgresServer
+from ticketing_testing import TEST_JWT_KEY, EventCapture
 
 
 @dataclass

@@ -14,10 +14,10 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from ticketing_common.devservers import free_port
-from ticketing_common.gateway import Gateway, Route, load_routes, match_route
+from ticketing_dev.gateway import Gateway, Route, load_routes, match_route
+from ticketing_dev.servers import free_port
 
-INGRESS = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "base" / "ingress.yaml"
+INGRESS = Path(__file__).resolve().parents[3] / "infra" / "k8s" / "base" / "ingress.yaml"
 
 
 def route(path: str, service: str, path_type: str = "Prefix") -> Route:

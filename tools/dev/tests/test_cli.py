@@ -12,9 +12,9 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from ticketing_common import cli
-from ticketing_common.devservers import free_port
-from ticketing_common.testing.plugin import Servers
+from ticketing_dev import cli
+from ticketing_dev.servers import free_port
+from ticketing_testing.plugin import Servers
 
 
 @pytest.fixture(autouse=True)
