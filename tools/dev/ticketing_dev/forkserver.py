@@ -281,6 +281,7 @@ class Zygote:
         self._reader = asyncio.create_task(self._read(), name="zygote-reader")
 
     async def wait_ready(self) -> None:
+        """Wait until the zygote has imported what the services share."""
         assert self._ready is not None
         await self._ready
 

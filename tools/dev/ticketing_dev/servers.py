@@ -157,13 +157,16 @@ class PostgresServer(_ChildProcess):
 
     @property
     def bin_dir(self) -> Path:
+        """The folder of the Postgres executables."""
         return _postgres_install(self._run_as) / "bin"
 
     @property
     def log_file(self) -> Path:
+        """Where the server's output goes, beside its data."""
         return self.data_dir.parent / f"{self.data_dir.name}.log"
 
     def url(self, database: str = "postgres", driver: str = "postgresql+asyncpg") -> str:
+        """The URL of one database, for SQLAlchemy by default."""
         return f"{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
 
     def running_pid(self) -> int | None:
@@ -328,18 +331,22 @@ class NatsServer(_ChildProcess):
 
     @property
     def url(self) -> str:
+        """The client URL."""
         return f"nats://127.0.0.1:{self.port}"
 
     @property
     def monitor_url(self) -> str:
+        """The HTTP monitoring endpoint."""
         return f"http://127.0.0.1:{self.monitor_port}"
 
     @property
     def log_file(self) -> Path:
+        """Where the server's output goes, beside its data."""
         return self.store_dir.parent / f"{self.store_dir.name}.log"
 
     @property
     def pid_file(self) -> Path:
+        """Where nats-server writes its pid, so that a later stack can stop a leftover."""
         return self.store_dir.parent / f"{self.store_dir.name}.pid"
 
     def start(self, timeout: float = 30.0) -> NatsServer:

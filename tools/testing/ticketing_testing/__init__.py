@@ -33,6 +33,7 @@ class TestUser:
 
     @property
     def headers(self) -> dict[str, str]:
+        """The request headers that sign this user in."""
         return {"Cookie": f"{SESSION_COOKIE}={self.token}"}
 
 
@@ -76,6 +77,7 @@ class EventCapture:
     events: list[CapturedEvent] = field(default_factory=list)
 
     def handle(self, msg: Msg) -> None:
+        """Record one message."""
         try:
             data = json.loads(msg.data)
         except ValueError:
@@ -96,6 +98,8 @@ class EventCapture:
         return await eventually(enough, timeout=timeout)
 
     async def attach(self, nc: NATS) -> None:
+        """Subscribe to every subject of the catalog on this connection."""
+
         async def on_msg(msg: Msg) -> None:
             self.handle(msg)
 

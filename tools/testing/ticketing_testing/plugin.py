@@ -116,14 +116,17 @@ class RunningService:
 
     @property
     def runtime(self) -> Runtime:
+        """What the lifespan wired: engine, sessions, bus."""
         runtime: Runtime = self.app.state.runtime
         return runtime
 
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        """The service's sessions."""
         return self.runtime.sessionmaker
 
     async def stop(self) -> None:
+        """Close the client and run the lifespan's shutdown."""
         await self.client.aclose()
         await self.manager.__aexit__(None, None, None)
 
