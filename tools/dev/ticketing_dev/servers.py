@@ -28,11 +28,23 @@ class ServerError(RuntimeError):
     """A bundled server could not be started."""
 
 
+# Ports free_port() has handed out in this process. A port is only taken once its server binds it, which may be
+# seconds later (the dev runner picks NATS's port and every service's before any of them starts), and until then the
+# kernel may offer the same port again.
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now and that this process has not handed out."""
+    with _handed_out_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 def _die_with_parent() -> None:
