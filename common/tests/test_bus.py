@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 
+import pytest
 from nats.js.api import ConsumerConfig
 from sqlalchemy import func, select, text
 
@@ -313,15 +314,24 @@ async def test_settings_can_shorten_every_listeners_ack_wait(start_service: Serv
 
 
 async def test_staged_events_are_written_at_commit_and_dropped_on_rollback(probe: RunningService) -> None:
-    from ticketing_common.outbox import enqueue
+    database = probe.runtime.database
+    woken: list[str] = []
 
-    async with probe.sessionmaker() as session:
-        enqueue(session, ticket_created(title="dropped"))
-        await session.execute(text("SELECT 1"))
-        await session.rollback()
-        enqueue(session, ticket_created(title="kept-1"))
-        enqueue(session, ticket_created(title="kept-2"))
-        await session.commit()
+    async def rolled_back() -> None:
+        async with database.transaction() as uow:
+            uow.enqueue(ticket_created(title="dropped"))
+            uow.after_commit(lambda: woken.append("dropped"))
+            await uow.session.execute(text("SELECT 1"))
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        await rolled_back()
+    async with database.transaction() as uow:
+        uow.enqueue(ticket_created(title="kept-1"))
+        uow.enqueue(ticket_created(title="kept-2"))
+        uow.after_commit(lambda: woken.append("kept"))
+        assert woken == []  # not before the commit
+    assert woken == ["kept"]
     async with probe.sessionmaker() as session:
         payloads = (await session.execute(text("SELECT payload FROM outbox ORDER BY seq"))).scalars().all()
     assert [json.loads(p)["title"] for p in payloads] == ["kept-1", "kept-2"]

@@ -9,9 +9,9 @@ import pytest
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, BeforeValidator
 
-from ticketing_common.db import SessionDep
 from ticketing_common.errors import Conflict, NotAuthorized, install_error_handlers
 from ticketing_common.requestid import RequestIdMiddleware
+from ticketing_common.uow import Database, UnitOfWorkDep
 from ticketing_common.validation import Price, field_error, parse_id
 
 
@@ -177,6 +177,9 @@ class FailingSession:
     async def rollback(self) -> None:
         return None
 
+    async def close(self) -> None:
+        return None
+
     async def __aenter__(self) -> FailingSession:
         return self
 
@@ -186,10 +189,11 @@ class FailingSession:
 
 async def test_a_failed_commit_is_never_reported_as_success() -> None:
     app = build_app()
-    app.state.sessionmaker = FailingSession
+    app.state.database = Database(engine=None, sessionmaker=FailingSession, pool=None)  # type: ignore[arg-type]
 
     @app.post("/write", status_code=201)
-    async def write(session: SessionDep) -> dict[str, str]:
+    async def write(uow: UnitOfWorkDep) -> dict[str, str]:
+        assert uow.session is not None  # the write opens the session whose commit fails
         return {"status": "written"}
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -20,15 +20,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ticketing_common import bus
+from ticketing_common.bus import BusConnection
 from ticketing_common.db import asyncpg_dsn, make_engine, make_sessionmaker
 from ticketing_common.errors import error_body, install_error_handlers
-from ticketing_common.listener import Listener
+from ticketing_common.listener import Listener, ListenerWiring
 from ticketing_common.logs import configure_logging
 from ticketing_common.metrics import MetricsMiddleware
 from ticketing_common.migrations import head_revision
 from ticketing_common.outbox import OutboxRelay
 from ticketing_common.requestid import RequestIdMiddleware
 from ticketing_common.settings import ServiceSettings
+from ticketing_common.uow import Database
 
 logger = logging.getLogger("ticketing.app")
 
@@ -43,19 +45,39 @@ class Worker(Protocol):
 
 @dataclass
 class Runtime:
-    """What the lifespan built; listeners and workers get it, tests read it."""
+    """What the lifespan built; workers get it, tests read it."""
 
     settings: ServiceSettings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    nc: NATS
-    js: JetStreamContext
+    database: Database
+    bus: BusConnection
     relay: OutboxRelay
-    # A plain asyncpg pool for the hottest single-statement paths, where SQLAlchemy's checkout alone costs
-    # more than the query (see bench/); everything else uses the engine and its sessions.
-    pool: asyncpg.Pool
     listeners: list[Listener[Any]] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The database's SQLAlchemy engine."""
+        return self.database.engine
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        """The database's sessions."""
+        return self.database.sessionmaker
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The database's asyncpg pool for the measured fast paths."""
+        return self.database.pool
+
+    @property
+    def nc(self) -> NATS:
+        """The NATS client."""
+        return self.bus.nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context."""
+        return self.bus.js
 
 
 @dataclass(frozen=True)
@@ -67,7 +89,8 @@ class ServiceSpec:
     api_prefix: str
     settings: ServiceSettings
     routers: Sequence[APIRouter] = ()
-    listeners: Sequence[type[Listener[Any]]] = ()
+    # Listener classes, or factories taking the wiring (to hand a listener something of the app's, as workers get).
+    listeners: Sequence[Callable[[ListenerWiring], Listener[Any]]] = ()
     workers: Sequence[Callable[[Runtime], Worker]] = ()
     missing_messages: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
@@ -94,14 +117,14 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        sessionmaker = make_sessionmaker(engine)
-        app.state.sessionmaker = sessionmaker
-        nc = await bus.connect(settings.nats_url, settings.nats_client_id)
-        js = nc.jetstream()
+        connection = await bus.connect(settings.nats_url, settings.nats_client_id)
+        js = connection.js
         await bus.ensure_streams(js, replicas=settings.nats_stream_replicas)
         pool = await asyncpg.create_pool(
             asyncpg_dsn(settings.database_url), min_size=1, max_size=10, reset=_keep_session
         )
+        database = Database(engine, make_sessionmaker(engine), pool)
+        app.state.database = database
         relay = OutboxRelay(
             engine=engine,
             pool=pool,
@@ -109,13 +132,12 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             poll_seconds=settings.outbox_poll_seconds,
             retention_seconds=settings.outbox_retention_seconds,
         )
-        runtime = Runtime(settings, engine, sessionmaker, nc, js, relay, pool)
+        runtime = Runtime(settings, database, connection, relay)
         app.state.runtime = runtime
         await relay.start()
-        for listener_cls in spec.listeners:
-            listener = listener_cls(
-                service=spec.name, sessionmaker=sessionmaker, js=js, ack_wait=settings.nats_ack_wait_seconds
-            )
+        wiring = ListenerWiring(service=spec.name, database=database, js=js, ack_wait=settings.nats_ack_wait_seconds)
+        for make_listener in spec.listeners:
+            listener = make_listener(wiring)
             await listener.start()
             runtime.listeners.append(listener)
         for make_worker in spec.workers:
@@ -129,7 +151,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             await asyncio.gather(*(w.stop() for w in runtime.workers), return_exceptions=True)
             await asyncio.gather(*(li.stop() for li in runtime.listeners), return_exceptions=True)
             await relay.stop()
-            await bus.close(nc)
+            await connection.close()
             await pool.close()
             await engine.dispose()
             logger.info("%s stopped", spec.name)

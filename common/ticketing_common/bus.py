@@ -26,9 +26,33 @@ def _terminate_process() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def connect(url: str, name: str, *, on_closed: Callable[[], None] | None = _terminate_process) -> NATS:
+class BusConnection:
+    """Our NATS connection, and whether we are closing it on purpose (then its closing does not end the process)."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.closing = False
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether NATS is reachable right now."""
+        return bool(self.nc.is_connected)
+
+    async def close(self) -> None:
+        """Drain and close on purpose, without triggering the process-ending callback."""
+        self.closing = True
+        if self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout=5)
+        except Exception:  # a drain that fails still has to close the socket
+            await self.nc.close()
+
+
+async def connect(url: str, name: str, *, on_closed: Callable[[], None] | None = _terminate_process) -> BusConnection:
     """Connect with unlimited reconnects; a connection that closes unexpectedly ends the process."""
-    state = {"closing": False}
+    connection: BusConnection | None = None
 
     async def disconnected() -> None:
         logger.warning("NATS disconnected; reconnecting")
@@ -40,7 +64,7 @@ async def connect(url: str, name: str, *, on_closed: Callable[[], None] | None =
         logger.warning("NATS error: %s", exc)
 
     async def closed() -> None:
-        if not state["closing"] and on_closed is not None:
+        if (connection is None or not connection.closing) and on_closed is not None:
             on_closed()
 
     nc = await nats.connect(
@@ -55,21 +79,8 @@ async def connect(url: str, name: str, *, on_closed: Callable[[], None] | None =
         error_cb=error,
         closed_cb=closed,
     )
-    nc._ticketing_state = state  # type: ignore[attr-defined]
-    return nc
-
-
-async def close(nc: NATS) -> None:
-    """Drain and close on purpose, without triggering the process-ending callback."""
-    state = getattr(nc, "_ticketing_state", None)
-    if state is not None:
-        state["closing"] = True
-    if nc.is_closed:
-        return
-    try:
-        await asyncio.wait_for(nc.drain(), timeout=5)
-    except Exception:  # a drain that fails still has to close the socket
-        await nc.close()
+    connection = BusConnection(nc)
+    return connection
 
 
 async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:

@@ -1,4 +1,4 @@
-"""Async engine, sessions, the declarative Base, and the bus tables every service database holds."""
+"""Async engine and sessions, the one model base factory, and the bus tables every service database holds."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from fastapi import Depends, Request
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -43,23 +42,33 @@ NAMING_CONVENTION = {
 TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: DateTime(timezone=True)}
 
 
-def service_metadata() -> MetaData:
-    """A MetaData with the shared naming convention, so migrations name constraints predictably.
+def model_registry() -> type[DeclarativeBase]:
+    """A fresh declarative base with the shared naming convention and type map: every service's one model base.
 
-    Each service declares its own `class Base(DeclarativeBase)` with one of these: registries of their own keep
-    two services' same-named tables (orders' `tickets` replica and tickets' `tickets`) apart in one process.
+    Each call is a registry of its own, so two services' same-named tables (orders' `tickets` replica and tickets'
+    `tickets`) stay apart when one process imports both, as the cross-service tests do.
     """
-    return MetaData(naming_convention=NAMING_CONVENTION)
+
+    class Base(DeclarativeBase):
+        metadata = MetaData(naming_convention=NAMING_CONVENTION)
+        type_annotation_map = TYPE_ANNOTATION_MAP
+
+    return Base
 
 
-class Base(DeclarativeBase):
-    """The registry of the bus tables every service database holds (outbox, inbox, dead letters)."""
+if TYPE_CHECKING:  # mypy cannot subclass a base made by a call; this is what model_registry() returns
 
-    metadata = service_metadata()
-    type_annotation_map = TYPE_ANNOTATION_MAP
+    class BusModel(DeclarativeBase):
+        """The bus tables' registry."""
+
+else:
+    BusModel = model_registry()
+
+# The bus tables, declared once here: services compare against them, and their migration is built from them.
+BUS_METADATA: MetaData = BusModel.metadata
 
 
-class OutboxEvent(Base):
+class OutboxEvent(BusModel):
     """An event committed with the state change that caused it, waiting for the relay to publish it."""
 
     __tablename__ = "outbox"
@@ -76,7 +85,7 @@ class OutboxEvent(Base):
     __table_args__ = (Index("ix_outbox_unsent", "seq", postgresql_where=text("sent_at IS NULL")),)
 
 
-class InboxRecord(Base):
+class InboxRecord(BusModel):
     """Proof that a consumer handled a message; committed with the handler's changes."""
 
     __tablename__ = "inbox"
@@ -86,7 +95,7 @@ class InboxRecord(Base):
     processed_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
-class DeadLetter(Base):
+class DeadLetter(BusModel):
     """An event a consumer gave up on: an invalid payload, or one past max_deliver."""
 
     __tablename__ = "dead_letters"
@@ -95,7 +104,8 @@ class DeadLetter(Base):
     consumer: Mapped[str] = mapped_column(String(200))
     subject: Mapped[str] = mapped_column(String(200))
     message_id: Mapped[str | None] = mapped_column(String(200))
-    stream_sequence: Mapped[int | None]
+    # A JetStream stream sequence is a uint64.
+    stream_sequence: Mapped[int | None] = mapped_column(BigInteger)
     deliveries: Mapped[int]
     reason: Mapped[str] = mapped_column(Text)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
@@ -172,19 +182,3 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session per request: the request edge owns the transaction, committing on success."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-
-
-# scope="function": commit before the response is sent, so a failed commit can never follow a 2xx.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -8,6 +8,7 @@ import json
 import logging
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 import nats.errors
@@ -17,12 +18,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ticketing_common import metrics
-from ticketing_common.db import DeadLetter, InboxRecord, OutboxEvent, driver_connection
+from ticketing_common.db import DeadLetter, InboxRecord
 from ticketing_common.events import Event, stream_for
 from ticketing_common.requestid import set_request_id
+from ticketing_common.uow import Database, UnitOfWork
 
 logger = logging.getLogger("ticketing.listener")
 
@@ -56,6 +57,17 @@ def durable_name(service: str, subject: str) -> str:
     return f"{service}-{subject.replace('.', '-')}"
 
 
+@dataclass(frozen=True)
+class ListenerWiring:
+    """What the lifespan gives every listener, as workers get the Runtime: no module-level registry."""
+
+    service: str
+    database: Database
+    js: JetStreamContext
+    # How long a fetched message stays with a replica that died before acking it; settings may shorten it.
+    ack_wait: float | None = None
+
+
 class Listener(ABC, Generic[E]):
     """Consumes one subject for one service. Subclasses name the event type and implement handle().
 
@@ -70,19 +82,11 @@ class Listener(ABC, Generic[E]):
     max_retry_delay: ClassVar[float] = 30.0
     fetch_batch: ClassVar[int] = 100
 
-    def __init__(
-        self,
-        *,
-        service: str,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        js: JetStreamContext,
-        ack_wait: float | None = None,
-    ) -> None:
-        self.service = service
-        # How long a fetched message stays with a replica that died before acking it; settings may shorten it.
-        self.effective_ack_wait = ack_wait if ack_wait is not None else self.ack_wait
-        self.sessionmaker = sessionmaker
-        self.js = js
+    def __init__(self, wiring: ListenerWiring) -> None:
+        self.service = wiring.service
+        self.effective_ack_wait = wiring.ack_wait if wiring.ack_wait is not None else self.ack_wait
+        self.database = wiring.database
+        self.js = wiring.js
         self._task: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = False
@@ -90,19 +94,22 @@ class Listener(ABC, Generic[E]):
 
     @property
     def subject(self) -> str:
+        """The subject this listener consumes."""
         return self.event_type.subject
 
     @property
     def durable(self) -> str:
+        """The durable consumer every replica binds."""
         return durable_name(self.service, self.subject)
 
     @property
     def stream(self) -> str:
+        """The stream holding the subject."""
         return stream_for(self.subject)
 
     @abstractmethod
-    async def handle(self, event: E, session: AsyncSession) -> None:
-        """Apply the event inside the given transaction; raise EventOutOfOrder to retry later."""
+    async def handle(self, event: E, uow: UnitOfWork) -> None:
+        """Apply the event inside the given unit of work; raise EventOutOfOrder to retry later."""
 
     def consumer_config(self) -> ConsumerConfig:
         """Deliver-all, explicit ack, ack_wait and max_deliver, filtered to this subject."""
@@ -152,11 +159,7 @@ class Listener(ABC, Generic[E]):
                 messages = await sub.fetch(self.fetch_batch, timeout=1)
             except TimeoutError:
                 continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
-                logger.warning("%s: fetch failed: %s", self.durable, exc)
-                await asyncio.sleep(0.5)
-                continue
-            except nats.errors.Error as exc:
+            except nats.errors.Error as exc:  # closed or reconnecting included: wait and fetch again
                 logger.warning("%s: fetch failed: %s", self.durable, exc)
                 await asyncio.sleep(0.5)
                 continue
@@ -177,16 +180,16 @@ class Listener(ABC, Generic[E]):
     def _retry_delay(self, deliveries: int) -> float:
         return float(min(self.retry_delay * 2 ** max(deliveries - 1, 0), self.max_retry_delay))
 
-    async def _claim(self, session: AsyncSession, message_ids: list[str]) -> set[str]:
+    async def _claim(self, uow: UnitOfWork, message_ids: list[str]) -> set[str]:
         """Record messages in the inbox; returns the ids not handled before (one round trip for a batch)."""
-        conn = await driver_connection(session)
+        conn = await uow.connection()
         rows = await conn.fetch(_CLAIM, self.durable, message_ids)
         return {row[0] for row in rows}
 
-    async def _handle_checked(self, session: AsyncSession, event: Event) -> None:
-        transaction = session.get_transaction()
-        await self.handle(event, session)  # type: ignore[arg-type]
-        if session.get_transaction() is not transaction:
+    async def _handle_checked(self, uow: UnitOfWork, event: Event) -> None:
+        transaction = uow.session.get_transaction()
+        await self.handle(event, uow)  # type: ignore[arg-type]
+        if uow.session.get_transaction() is not transaction:
             # A handler that commits or rolls back would let us ack work that is not (all) in the database.
             raise RuntimeError(f"{type(self).__name__}.handle must not end the transaction; raise instead")
 
@@ -208,15 +211,15 @@ class Listener(ABC, Generic[E]):
                 await self.process(msg)  # dead-letters it
         outcomes: list[str] = []
         try:
-            async with self.sessionmaker() as session, session.begin():
-                fresh = await self._claim(session, [message_id for _, _, message_id in batch])
+            async with self.database.transaction() as uow:
+                fresh = await self._claim(uow, [message_id for _, _, message_id in batch])
                 for msg, event, message_id in batch:
                     if message_id not in fresh:
                         outcomes.append("duplicate")
                         continue
                     fresh.discard(message_id)  # the same id twice in one batch is a duplicate too
                     set_request_id(msg.headers.get("X-Request-ID") if msg.headers else None)
-                    await self._handle_checked(session, event)
+                    await self._handle_checked(uow, event)
                     outcomes.append("applied")
         except Exception:
             for msg, _, _ in batch:
@@ -237,10 +240,10 @@ class Listener(ABC, Generic[E]):
             await self._give_up(msg, message_id, deliveries, f"invalid payload: {exc.errors(include_url=False)}")
             return
         try:
-            async with self.sessionmaker() as session, session.begin():
+            async with self.database.transaction() as uow:
                 outcome = "duplicate"
-                if await self._claim(session, [message_id]):
-                    await self._handle_checked(session, event)
+                if await self._claim(uow, [message_id]):
+                    await self._handle_checked(uow, event)
                     outcome = "applied"
         except EventOutOfOrder as exc:
             await self._retry_or_give_up(msg, message_id, deliveries, str(exc), "deferred")
@@ -274,7 +277,8 @@ class Listener(ABC, Generic[E]):
             "reason": reason[:2000],
         }
         try:
-            async with self.sessionmaker() as session, session.begin():
+            async with self.database.transaction() as uow:
+                session = uow.session
                 await session.execute(
                     insert(DeadLetter).values(
                         consumer=self.durable,
@@ -290,13 +294,11 @@ class Listener(ABC, Generic[E]):
                 await session.execute(
                     pg_insert(InboxRecord).values(consumer=self.durable, message_id=message_id).on_conflict_do_nothing()
                 )
-                session.add(
-                    OutboxEvent(
-                        id=uuid.uuid4(),
-                        subject=f"deadletter.{self.durable}",
-                        payload=json.dumps(notice).encode(),
-                        request_id=headers.get("X-Request-ID"),
-                    )
+                uow.enqueue_message(
+                    f"deadletter.{self.durable}",
+                    json.dumps(notice).encode(),
+                    message_id=uuid.uuid4(),
+                    request_id=headers.get("X-Request-ID"),
                 )
         except Exception:
             # Nothing is lost: without a dead-letter row the message stays with JetStream for another try.

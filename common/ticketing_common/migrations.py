@@ -7,15 +7,19 @@ import asyncio
 import os
 import sys
 import threading
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command, context, op
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from ticketing_common.db import BUS_METADATA
 
 OUTBOX_CHANNEL = "ticketing_outbox"
 
@@ -39,19 +43,19 @@ def upgrade(package: str, url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(package, url), revision)
 
 
-def run_migrations(target_metadata: MetaData) -> None:
-    """The body of every service's migrations/env.py."""
+def run_migrations(metadata: MetaData) -> None:
+    """The body of every service's migrations/env.py; the bus tables join the service's metadata."""
     url = context.config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
     if not url:
         raise SystemExit("configuration error: DATABASE_URL is missing")
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
+        context.configure(url=url, target_metadata=target_metadata(metadata), literal_binds=True)
         with context.begin_transaction():
             context.run_migrations()
         return
 
     def run(connection: Connection) -> None:
-        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+        context.configure(connection=connection, target_metadata=target_metadata(metadata), compare_type=True)
         with context.begin_transaction():
             # Replicas starting together (an initContainer each) take turns; the later ones find nothing to do.
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('ticketing-migrations'))"))
@@ -85,40 +89,12 @@ def run_migrations(target_metadata: MetaData) -> None:
 
 
 def create_bus_tables() -> None:
-    """Create the outbox, inbox and dead-letter tables, and the trigger that wakes relays on commit."""
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.Uuid(), primary_key=True),
-        sa.Column("seq", sa.BigInteger(), sa.Identity(always=True), nullable=False),
-        sa.Column("subject", sa.String(200), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("request_id", sa.String(128)),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True)),
-        sa.PrimaryKeyConstraint("id", name="pk_outbox"),
-    )
-    op.create_index("ix_outbox_unsent", "outbox", ["seq"], postgresql_where=sa.text("sent_at IS NULL"))
-    op.create_table(
-        "inbox",
-        sa.Column("consumer", sa.String(200), nullable=False),
-        sa.Column("message_id", sa.String(200), nullable=False),
-        sa.Column("processed_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.PrimaryKeyConstraint("consumer", "message_id", name="pk_inbox"),
-    )
-    op.create_table(
-        "dead_letters",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("consumer", sa.String(200), nullable=False),
-        sa.Column("subject", sa.String(200), nullable=False),
-        sa.Column("message_id", sa.String(200)),
-        sa.Column("stream_sequence", sa.BigInteger()),
-        sa.Column("deliveries", sa.Integer(), nullable=False),
-        sa.Column("reason", sa.Text(), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("headers", postgresql.JSONB(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_dead_letters"),
-    )
+    """Create the outbox, inbox and dead-letter tables from their one declaration, and the relays' wake-up trigger.
+
+    Built from BUS_METADATA, so the migration and the models cannot drift; a later change to those tables needs a
+    migration of its own, which each service's schema test demands.
+    """
+    BUS_METADATA.create_all(op.get_bind())
     # A statement trigger: one NOTIFY per transaction that wrote events, delivered only if it commits.
     op.execute(
         f"""CREATE FUNCTION notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -133,10 +109,22 @@ def drop_bus_tables() -> None:
     """Undo create_bus_tables."""
     op.execute("DROP TRIGGER IF EXISTS outbox_notify ON outbox")
     op.execute("DROP FUNCTION IF EXISTS notify_outbox()")
-    op.drop_table("dead_letters")
-    op.drop_table("inbox")
-    op.drop_index("ix_outbox_unsent", table_name="outbox")
-    op.drop_table("outbox")
+    BUS_METADATA.drop_all(op.get_bind())
+
+
+def target_metadata(metadata: MetaData) -> list[MetaData]:
+    """What a service database holds: the service's own tables and the bus tables."""
+    return [metadata, BUS_METADATA]
+
+
+def schema_differences(connection: Connection, metadata: MetaData) -> list[Any]:
+    """How the database on `connection` differs from the service's models and the bus tables; [] when they agree.
+
+    Alembic's autogenerate comparison (types included), so a migration that drifts from a model fails a test.
+    """
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    differences: list[Any] = compare_metadata(context, target_metadata(metadata))  # type: ignore[arg-type]
+    return differences
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The transactional outbox: events commit with the state change, and a relay publishes them to JetStream."""
+"""The transactional outbox: events commit with the state change (UnitOfWork.enqueue), and a relay publishes them."""
 
 from __future__ import annotations
 
@@ -9,49 +9,15 @@ import uuid
 
 import asyncpg
 from nats.js import JetStreamContext
-from sqlalchemy import event as sa_event
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ticketing_common import metrics
-from ticketing_common.db import OutboxEvent, listen_forever
+from ticketing_common.db import listen_forever
 from ticketing_common.events import Event
 from ticketing_common.migrations import OUTBOX_CHANNEL
 from ticketing_common.requestid import current_request_id
 
 logger = logging.getLogger("ticketing.outbox")
-
-
-_STAGED = "ticketing.outbox"
-
-
-def enqueue(session: AsyncSession, event: Event) -> None:
-    """Stage an event in the caller's transaction; it is written at commit and published only if that commits."""
-    staged: list[dict[str, object]] = session.sync_session.info.setdefault(_STAGED, [])
-    staged.append(
-        {
-            "id": event.event_id,
-            "subject": event.subject,
-            "payload": event.to_bytes(),
-            "request_id": current_request_id(),
-        }
-    )
-
-
-@sa_event.listens_for(Session, "before_commit")
-def _write_staged_events(session: Session) -> None:
-    # One Core insert for all of a transaction's events: an ORM flush per event cost more than the rest of a write.
-    staged = session.info.pop(_STAGED, None)
-    if staged:
-        session.execute(insert(OutboxEvent), staged)
-
-
-@sa_event.listens_for(Session, "after_transaction_end")
-def _drop_staged_events(session: Session, transaction: SessionTransaction) -> None:
-    # Only the outermost transaction's end matters: a savepoint rolling back leaves the outer events staged.
-    if transaction.parent is None:
-        session.info.pop(_STAGED, None)
 
 
 _CLAIM_UNSENT = (

@@ -9,25 +9,21 @@ from typing import Any, ClassVar
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from ticketing_common.app import ServiceSpec, create_service_app
-from ticketing_common.db import TYPE_ANNOTATION_MAP, SessionDep, service_metadata
+from ticketing_common.db import model_registry
 from ticketing_common.events import TicketCreated, TicketUpdated
-from ticketing_common.listener import Listener, version_gate
-from ticketing_common.outbox import enqueue
+from ticketing_common.listener import Listener, ListenerWiring, version_gate
 from ticketing_common.requestid import current_request_id
 from ticketing_common.settings import ServiceSettings
+from ticketing_common.uow import UnitOfWork, UnitOfWorkDep
 from ticketing_testing.plugin import RunningService
 
 logger = logging.getLogger("busapp")
 
 
-class Base(DeclarativeBase):
-    """The test app's own registry."""
-
-    metadata = service_metadata()
-    type_annotation_map = TYPE_ANNOTATION_MAP
+Base = model_registry()
 
 
 class Replica(Base):
@@ -73,13 +69,13 @@ class TicketCreatedListener(Listener[TicketCreated]):
     event_type = TicketCreated
     retry_delay: ClassVar[float] = 0.05
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, wiring: ListenerWiring) -> None:
+        super().__init__(wiring)
         self.handled = 0  # per replica, to see that two replicas split the work
         self.request_ids: list[str | None] = []
 
-    async def handle(self, event: TicketCreated, session: AsyncSession) -> None:
-        await apply_ticket(session, event)
+    async def handle(self, event: TicketCreated, uow: UnitOfWork) -> None:
+        await apply_ticket(uow.session, event)
         self.handled += 1
         self.request_ids.append(current_request_id())
         logger.info("applied %s", event.id)
@@ -90,20 +86,20 @@ class TicketUpdatedListener(Listener[TicketUpdated]):
     retry_delay: ClassVar[float] = 0.05
     max_deliver: ClassVar[int] = 6
 
-    async def handle(self, event: TicketUpdated, session: AsyncSession) -> None:
+    async def handle(self, event: TicketUpdated, uow: UnitOfWork) -> None:
         if event.title == "explode":
             raise RuntimeError("this handler always fails")
-        await apply_ticket(session, event)
+        await apply_ticket(uow.session, event)
 
 
 router = APIRouter(prefix="/api/probe")
 
 
 @router.post("/{fail}", status_code=201)
-async def create_probe(fail: str, session: SessionDep) -> dict[str, Any]:
+async def create_probe(fail: str, uow: UnitOfWorkDep) -> dict[str, Any]:
     """Write an event to the outbox; fail afterwards when asked, so the transaction rolls back."""
     event = TicketCreated(id=uuid.uuid4(), version=0, title="probe", price=1, user_id=uuid.uuid4())
-    enqueue(session, event)
+    uow.enqueue(event)
     if fail == "fail":
         raise RuntimeError("rolled back on purpose")
     return {"id": str(event.id), "eventId": str(event.event_id)}

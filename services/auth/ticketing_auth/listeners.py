@@ -1,7 +1,8 @@
 """auth consumes no events: users are not replicated to other services (tokens carry what they need)."""
 
+from collections.abc import Callable
 from typing import Any
 
-from ticketing_common.listener import Listener
+from ticketing_common.listener import Listener, ListenerWiring
 
-LISTENERS: tuple[type[Listener[Any]], ...] = ()
+LISTENERS: tuple[Callable[[ListenerWiring], Listener[Any]], ...] = ()

@@ -2,44 +2,45 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 
 from ticketing_auth import service
+from ticketing_auth.deps import SettingsDep
 from ticketing_auth.models import User
 from ticketing_auth.schemas import CurrentUserRead, UserCreate, UserRead, UserSignin
+from ticketing_auth.settings import Settings
 from ticketing_common.auth import OptionalUser, clear_session_cookie, create_token, set_session_cookie
-from ticketing_common.db import SessionDep
 from ticketing_common.errors import error_responses
+from ticketing_common.uow import UnitOfWorkDep
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
 
-def _start_session(request: Request, response: Response, user: User) -> None:
-    settings = request.app.state.settings
+def _start_session(settings: Settings, response: Response, user: User) -> None:
     token = create_token(user_id=user.id, email=user.email, key=settings.jwt_key, ttl_seconds=settings.jwt_ttl_seconds)
     set_session_cookie(response, token, secure=settings.cookie_secure, max_age=settings.jwt_ttl_seconds)
 
 
 @router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=UserRead, responses=error_responses(400))
-async def sign_up(body: UserCreate, session: SessionDep, request: Request, response: Response) -> User:
+async def sign_up(body: UserCreate, uow: UnitOfWorkDep, settings: SettingsDep, response: Response) -> User:
     """Create an account and start a session."""
-    user = await service.sign_up(session=session, email=body.email, password=body.password)
-    _start_session(request, response, user)
+    user = await service.sign_up(uow=uow, email=body.email, password=body.password)
+    _start_session(settings, response, user)
     return user
 
 
 @router.post("/signin", response_model=UserRead, responses=error_responses(400))
-async def sign_in(body: UserSignin, session: SessionDep, request: Request, response: Response) -> User:
+async def sign_in(body: UserSignin, uow: UnitOfWorkDep, settings: SettingsDep, response: Response) -> User:
     """Start a session with an email and password."""
-    user = await service.sign_in(session=session, email=body.email, password=body.password)
-    _start_session(request, response, user)
+    user = await service.sign_in(uow=uow, email=body.email, password=body.password)
+    _start_session(settings, response, user)
     return user
 
 
 @router.post("/signout")
-async def sign_out(request: Request, response: Response) -> dict[str, object]:
+async def sign_out(settings: SettingsDep, response: Response) -> dict[str, object]:
     """End the session by clearing its cookie."""
-    clear_session_cookie(response, secure=request.app.state.settings.cookie_secure)
+    clear_session_cookie(response, secure=settings.cookie_secure)
     return {}
 
 

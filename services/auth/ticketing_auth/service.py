@@ -1,4 +1,4 @@
-"""auth use cases: plain async functions over a session, no FastAPI."""
+"""auth use cases: plain async functions over a unit of work, no FastAPI and no SQL."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import asyncio
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from ticketing_auth import repository
 from ticketing_auth.models import User
 from ticketing_common.errors import BadRequest
+from ticketing_common.uow import UnitOfWork
 
 # argon2-cffi's defaults are Argon2id with the RFC 9106 low-memory profile.
 _hasher = PasswordHasher()
@@ -33,22 +31,18 @@ class InvalidCredentials(BadRequest):
         super().__init__("Invalid credentials")
 
 
-async def sign_up(*, session: AsyncSession, email: str, password: str) -> User:
+async def sign_up(*, uow: UnitOfWork, email: str, password: str) -> User:
     """Create a user; the database's unique index decides races between identical emails."""
     password_hash = await asyncio.to_thread(_hasher.hash, password)
-    user = User(email=email, password_hash=password_hash)
-    session.add(user)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise EmailInUse() from None
+    user = await repository.add_user(uow, email=email, password_hash=password_hash)
+    if user is None:
+        raise EmailInUse()
     return user
 
 
-async def sign_in(*, session: AsyncSession, email: str, password: str) -> User:
+async def sign_in(*, uow: UnitOfWork, email: str, password: str) -> User:
     """The user with these credentials, or InvalidCredentials after the same amount of work."""
-    user = (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
+    user = await repository.find_user_by_email(uow, email)
     stored = user.password_hash if user is not None else _DUMMY_HASH
     try:
         await asyncio.to_thread(_hasher.verify, stored, password)
