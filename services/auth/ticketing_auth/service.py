@@ -6,6 +6,7 @@ import asyncio
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
 from ticketing_auth import repository
 from ticketing_auth.models import User
 from ticketing_common.errors import BadRequest

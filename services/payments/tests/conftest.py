@@ -44,9 +44,9 @@ def make_order(payments: RunningService) -> OrderFactory:
         expires_in: float = 900,
     ) -> Order:
         order_id = uuid.uuid4()
-        async with payments.sessionmaker() as session, session.begin():
+        async with payments.runtime.database.transaction() as uow:
             await service.record_order_created(
-                session=session,
+                uow=uow,
                 order_id=order_id,
                 version=0,
                 user_id=user_id or uuid.uuid4(),
@@ -55,7 +55,7 @@ def make_order(payments: RunningService) -> OrderFactory:
                 expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
             )
             if status == OrderStatus.CANCELLED:
-                await service.record_order_cancelled(session=session, order_id=order_id, version=1)
+                await service.record_order_cancelled(uow=uow, order_id=order_id, version=1)
         async with payments.sessionmaker() as session:
             order = await session.get(Order, order_id)
         assert order is not None

@@ -189,9 +189,9 @@ async def test_the_service_pays_through_stripe_and_maps_a_decline_to_402(
     )
     user = make_user()
     order_id = uuid.uuid4()
-    async with payments.sessionmaker() as session, session.begin():
+    async with payments.runtime.database.transaction() as uow:
         await service.record_order_created(
-            session=session,
+            uow=uow,
             order_id=order_id,
             version=0,
             user_id=user.id,

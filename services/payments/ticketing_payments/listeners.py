@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from ticketing_common.events import OrderCancelled, OrderCreated
-from ticketing_common.listener import Listener
+from ticketing_common.listener import Listener, ListenerWiring
+from ticketing_common.uow import UnitOfWork
 from ticketing_payments import service
 
 
@@ -16,10 +16,10 @@ class OrderCreatedListener(Listener[OrderCreated]):
 
     event_type = OrderCreated
 
-    async def handle(self, event: OrderCreated, session: AsyncSession) -> None:
+    async def handle(self, event: OrderCreated, uow: UnitOfWork) -> None:
         """Record the order payments may charge."""
         await service.record_order_created(
-            session=session,
+            uow=uow,
             order_id=event.id,
             version=event.version,
             user_id=event.user_id,
@@ -34,9 +34,9 @@ class OrderCancelledListener(Listener[OrderCancelled]):
 
     event_type = OrderCancelled
 
-    async def handle(self, event: OrderCancelled, session: AsyncSession) -> None:
+    async def handle(self, event: OrderCancelled, uow: UnitOfWork) -> None:
         """Refuse payments for the order from now on."""
-        await service.record_order_cancelled(session=session, order_id=event.id, version=event.version)
+        await service.record_order_cancelled(uow=uow, order_id=event.id, version=event.version)
 
 
-LISTENERS: tuple[type[Listener[Any]], ...] = (OrderCreatedListener, OrderCancelledListener)
+LISTENERS: tuple[Callable[[ListenerWiring], Listener[Any]], ...] = (OrderCreatedListener, OrderCancelledListener)

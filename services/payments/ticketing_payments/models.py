@@ -7,19 +7,12 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import ForeignKey, Numeric, String, func
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from ticketing_common.db import TYPE_ANNOTATION_MAP, service_metadata
+from ticketing_common.db import model_registry
 
-
-class Base(DeclarativeBase):
-    """payments' own registry, so its `orders` replica never clashes with the orders service's table in one process.
-
-    The whole suite imports every service's models together, and one shared MetaData refuses two `orders` tables.
-    """
-
-    metadata = service_metadata()
-    type_annotation_map = TYPE_ANNOTATION_MAP
+# A registry of its own, so this `orders` replica never clashes with the orders service's table in one process.
+Base = model_registry()
 
 
 class Order(Base):

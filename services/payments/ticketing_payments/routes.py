@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, status
 
 from ticketing_common.auth import CurrentUser
-from ticketing_common.db import SessionDep
 from ticketing_common.errors import error_responses
+from ticketing_common.uow import UnitOfWorkDep
 from ticketing_payments import service
-from ticketing_payments.providers import PaymentProvider
+from ticketing_payments.deps import ProviderDep
 from ticketing_payments.schemas import PaymentCreate, PaymentRead
 
 router = APIRouter(prefix="/api/payments", tags=["payments"])
-
-
-def get_provider(request: Request) -> PaymentProvider:
-    """The app's payment provider (PAYMENT_PROVIDER)."""
-    provider: PaymentProvider = request.app.state.payment_provider
-    return provider
-
-
-ProviderDep = Annotated[PaymentProvider, Depends(get_provider)]
 
 
 @router.post(
@@ -32,10 +21,10 @@ ProviderDep = Annotated[PaymentProvider, Depends(get_provider)]
     responses=error_responses(400, 401, 402, 404),
 )
 async def create_payment(
-    body: PaymentCreate, user: CurrentUser, session: SessionDep, provider: ProviderDep
+    body: PaymentCreate, user: CurrentUser, uow: UnitOfWorkDep, provider: ProviderDep
 ) -> PaymentRead:
     """Charge the price of one of your orders; an order is charged at most once."""
-    payment = await service.create_payment(
-        session=session, provider=provider, user_id=user.id, order_id=body.order_id, token=body.token
+    payment_id = await service.create_payment(
+        uow=uow, provider=provider, user_id=user.id, order_id=body.order_id, token=body.token
     )
-    return PaymentRead(id=payment.id)
+    return PaymentRead(id=payment_id)

@@ -1,4 +1,4 @@
-"""payments use cases: charge an order once, and keep the order replica in version order; no FastAPI here."""
+"""payments use cases: charge an order once, and keep the order replica in version order; no FastAPI, no SQL."""
 
 from __future__ import annotations
 
@@ -6,16 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from ticketing_common.errors import BadRequest, NotAuthorized, NotFound
 from ticketing_common.events import OrderStatus, PaymentCreated
 from ticketing_common.listener import version_gate
-from ticketing_common.outbox import enqueue
-from ticketing_payments.models import Order, Payment
+from ticketing_common.uow import UnitOfWork
+from ticketing_payments import repository
 from ticketing_payments.providers import PaymentProvider
 
 CURRENCY = "usd"
@@ -48,13 +43,13 @@ class OrderExpired(BadRequest):
 
 async def create_payment(
     *,
-    session: AsyncSession,
+    uow: UnitOfWork,
     provider: PaymentProvider,
     user_id: uuid.UUID,
     order_id: uuid.UUID,
     token: str,
     now: datetime | None = None,
-) -> Payment:
+) -> uuid.UUID:
     """Charge the caller's order once and stage payment.created with the payment row.
 
     The provider is called inside this transaction while it holds the order row's lock (SELECT ... FOR UPDATE), so
@@ -62,14 +57,14 @@ async def create_payment(
     the provider. If the commit fails after a successful charge, a retry reaches the provider with the same
     idempotency key (the order id) and gets the same charge back, so the customer is never charged twice.
     """
-    order = (await session.execute(select(Order).where(Order.id == order_id).with_for_update())).scalar_one_or_none()
+    order = await repository.lock_order(uow, order_id)
     if order is None:
         raise OrderNotFound()
     if order.user_id != user_id:
         raise NotAuthorized()
     if order.status == OrderStatus.CANCELLED:
         raise CancelledOrderPayment()
-    if await session.scalar(select(Payment.id).where(Payment.order_id == order.id)) is not None:
+    if await repository.order_has_payment(uow, order.id):
         raise OrderAlreadyPaid()
     if order.expires_at <= (now or datetime.now(UTC)):
         raise OrderExpired()
@@ -80,24 +75,19 @@ async def create_payment(
         idempotency_key=str(order.id),
         metadata={"orderId": str(order.id)},
     )
-    payment = Payment(id=uuid.uuid4(), order_id=order.id, stripe_id=charge.id, amount=order.price)
-    session.add(payment)
-    enqueue(session, PaymentCreated(id=payment.id, order_id=order.id, stripe_id=charge.id))
-    try:
-        await session.flush()
-    except IntegrityError:
+    payment_id = uuid.uuid4()
+    if not await repository.add_payment(
+        uow, payment_id=payment_id, order_id=order.id, stripe_id=charge.id, amount=order.price
+    ):
         # Unreachable while the row lock serialises payments; the unique index is the last word regardless.
-        raise OrderAlreadyPaid() from None
-    return payment
-
-
-async def _held_version(session: AsyncSession, order_id: uuid.UUID) -> int | None:
-    return await session.scalar(select(Order.version).where(Order.id == order_id).with_for_update())
+        raise OrderAlreadyPaid()
+    uow.enqueue(PaymentCreated(id=payment_id, order_id=order.id, stripe_id=charge.id))
+    return payment_id
 
 
 async def record_order_created(
     *,
-    session: AsyncSession,
+    uow: UnitOfWork,
     order_id: uuid.UUID,
     version: int,
     user_id: uuid.UUID,
@@ -106,22 +96,16 @@ async def record_order_created(
     expires_at: datetime,
 ) -> bool:
     """Add an order to the replica (version 0); a duplicate or older event changes nothing."""
-    if not version_gate(await _held_version(session, order_id), version):
+    if not version_gate(await repository.lock_order_version(uow, order_id), version):
         return False
-    inserted = await session.execute(
-        pg_insert(Order)
-        .values(id=order_id, version=version, user_id=user_id, price=price, status=status, expires_at=expires_at)
-        .on_conflict_do_nothing(index_elements=[Order.id])
-        .returning(Order.id)
+    return await repository.insert_order(
+        uow, order_id=order_id, version=version, user_id=user_id, price=price, status=status, expires_at=expires_at
     )
-    return inserted.first() is not None
 
 
-async def record_order_cancelled(*, session: AsyncSession, order_id: uuid.UUID, version: int) -> bool:
+async def record_order_cancelled(*, uow: UnitOfWork, order_id: uuid.UUID, version: int) -> bool:
     """Mark a replica order cancelled; an old or equal version is ignored, one ahead of the create waits for it."""
-    if not version_gate(await _held_version(session, order_id), version):
+    if not version_gate(await repository.lock_order_version(uow, order_id), version):
         return False
-    await session.execute(
-        update(Order).where(Order.id == order_id).values(status=OrderStatus.CANCELLED.value, version=version)
-    )
+    await repository.set_order_status(uow, order_id=order_id, status=OrderStatus.CANCELLED.value, version=version)
     return True
