@@ -123,9 +123,9 @@ async def test_a_job_committed_elsewhere_wakes_the_scheduler_through_notify(
     await asyncio.sleep(0.3)  # the scheduler is asleep on its 30 s poll
     order_id = uuid.uuid4()
     # Written straight to the database, as another replica's listener would: no in-process wake-up happens.
-    async with app.sessionmaker() as session, session.begin():
+    async with app.runtime.database.transaction() as uow:
         await service.schedule_expiration(
-            session=session, order_id=order_id, version=0, expires_at=datetime.now(UTC) + timedelta(seconds=0.3)
+            uow=uow, order_id=order_id, version=0, expires_at=datetime.now(UTC) + timedelta(seconds=0.3)
         )
     assert await events.wait_for(COMPLETE, timeout=10) == [{"orderId": str(order_id)}]
 

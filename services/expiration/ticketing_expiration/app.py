@@ -6,13 +6,14 @@ from fastapi import FastAPI
 
 from ticketing_common.app import ServiceSpec, create_service_app
 from ticketing_common.settings import load_settings
-from ticketing_expiration.listeners import LISTENERS
-from ticketing_expiration.scheduler import ExpirationScheduler
+from ticketing_expiration.listeners import listeners
+from ticketing_expiration.scheduler import WakeUps
 from ticketing_expiration.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the expiration service (run with `uvicorn --factory ticketing_expiration.app:create_app`)."""
+    wake_ups = WakeUps()
     return create_service_app(
         ServiceSpec(
             name="expiration",
@@ -20,8 +21,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # No public routes: only /healthz, /readyz and /metrics; the prefix places the docs page.
             api_prefix="/api/expiration",
             settings=settings or load_settings(Settings),
-            listeners=LISTENERS,
-            workers=[ExpirationScheduler.from_runtime],
+            listeners=listeners(wake_ups),
+            workers=[wake_ups.scheduler],
             description="Order expiration: durable timers that publish expiration.complete.",
         )
     )

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event as orm_event
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from ticketing_common.events import OrderCancelled, OrderCreated
-from ticketing_common.listener import Listener
+from ticketing_common.listener import Listener, ListenerWiring
+from ticketing_common.uow import UnitOfWork
 from ticketing_expiration import service
-from ticketing_expiration.scheduler import wake_local
-
-_WAKE_KEY = "expiration_wake_epoch"
 
 
 class OrderCreatedListener(Listener[OrderCreated]):
@@ -20,30 +16,15 @@ class OrderCreatedListener(Listener[OrderCreated]):
 
     event_type = OrderCreated
 
-    async def handle(self, event: OrderCreated, session: AsyncSession) -> None:
+    def __init__(self, wiring: ListenerWiring, *, wake: Callable[[float], None] | None = None) -> None:
+        super().__init__(wiring)
+        self.wake = wake
+
+    async def handle(self, event: OrderCreated, uow: UnitOfWork) -> None:
         """Schedule the order's expiration and wake this app's scheduler once the job is committed."""
-        stored = await service.schedule_expiration(
-            session=session, order_id=event.id, version=event.version, expires_at=event.expires_at
+        await service.schedule_expiration(
+            uow=uow, order_id=event.id, version=event.version, expires_at=event.expires_at, wake=self.wake
         )
-        if stored:
-            _wake_after_commit(session, self.sessionmaker, event.expires_at.timestamp())
-
-
-def _wake_after_commit(session: AsyncSession, sessionmaker: Any, due_epoch: float) -> None:
-    """Wake this app's scheduler once the transaction commits, for the soonest job it stored.
-
-    After commit, not now: woken before the commit, the scheduler could look, miss the row and sleep on. A batch of
-    events shares one transaction, so one hook per transaction carries the earliest due time of the batch.
-    """
-    soonest = session.info.get(_WAKE_KEY)
-    session.info[_WAKE_KEY] = due_epoch if soonest is None else min(soonest, due_epoch)
-    if soonest is not None:
-        return
-
-    def after_commit(sync_session: Any) -> None:
-        wake_local(sessionmaker, sync_session.info.pop(_WAKE_KEY))
-
-    orm_event.listen(session.sync_session, "after_commit", after_commit, once=True)
 
 
 class OrderCancelledListener(Listener[OrderCancelled]):
@@ -51,9 +32,15 @@ class OrderCancelledListener(Listener[OrderCancelled]):
 
     event_type = OrderCancelled
 
-    async def handle(self, event: OrderCancelled, session: AsyncSession) -> None:
+    async def handle(self, event: OrderCancelled, uow: UnitOfWork) -> None:
         """Cancel the order's expiration."""
-        await service.cancel_expiration(session=session, order_id=event.id, version=event.version)
+        await service.cancel_expiration(uow=uow, order_id=event.id, version=event.version)
 
 
-LISTENERS: tuple[type[Listener[Any]], ...] = (OrderCreatedListener, OrderCancelledListener)
+def listeners(wake: Callable[[float], None]) -> tuple[Callable[[ListenerWiring], Listener[Any]], ...]:
+    """The service's listeners, the order.created one wired to wake this app's scheduler."""
+
+    def order_created(wiring: ListenerWiring) -> Listener[Any]:
+        return OrderCreatedListener(wiring, wake=wake)
+
+    return (order_created, OrderCancelledListener)

@@ -6,16 +6,11 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import Index, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from ticketing_common.db import TYPE_ANNOTATION_MAP, service_metadata
+from ticketing_common.db import model_registry
 
-
-class Base(DeclarativeBase):
-    """expiration's own registry."""
-
-    metadata = service_metadata()
-    type_annotation_map = TYPE_ANNOTATION_MAP
+Base = model_registry()
 
 
 class ExpirationJob(Base):

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from typing import cast
-
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ticketing_common.app import Runtime
 from ticketing_common.db import listen_forever
-from ticketing_expiration import service
+from ticketing_common.uow import Database
+from ticketing_expiration import repository, service
 from ticketing_expiration.settings import Settings
 
 logger = logging.getLogger("ticketing.expiration.scheduler")
@@ -22,37 +20,19 @@ _SLACK_SECONDS = 0.002
 # When the earliest job is due but another replica holds its row, wait this long instead of spinning.
 _LOCKED_ELSEWHERE_SECONDS = 0.02
 
-# The scheduler of each running app, found by its sessionmaker, so that app's listeners can wake it in-process.
-_local: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], ExpirationScheduler] = weakref.WeakKeyDictionary()
-
-
-def wake_local(sessionmaker: async_sessionmaker[AsyncSession], due_epoch: float) -> None:
-    """Wake the scheduler of the app that owns this sessionmaker, if a job due at due_epoch is sooner than its plan."""
-    scheduler = _local.get(sessionmaker)
-    if scheduler is not None:
-        scheduler.wake(due_epoch)
-
 
 class ExpirationScheduler:
     """Fires expiration.complete for every due job exactly once, however many replicas run.
 
     One task loops: claim and fire due jobs (batches, FOR UPDATE SKIP LOCKED), then sleep until the earliest pending
     job is due, or the safety-net poll, whichever is first. A wake-up event cuts the sleep short when a sooner job
-    arrives: set in-process by this app's listener after its commit, and by NOTIFY on a LISTEN connection, which
+    arrives: set in-process by this app's listener after its commit (WakeUps), and by NOTIFY on a LISTEN connection, which
     reaches every replica. Because jobs are rows and the first pass runs at start, jobs that fell due while the
     service was down fire right after it starts.
     """
 
-    def __init__(
-        self,
-        *,
-        engine: AsyncEngine,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        poll_seconds: float = 30.0,
-        batch_size: int = 500,
-    ) -> None:
-        self.engine = engine
-        self.sessionmaker = sessionmaker
+    def __init__(self, *, database: Database, poll_seconds: float = 30.0, batch_size: int = 500) -> None:
+        self.database = database
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.fired_total = 0
@@ -68,15 +48,13 @@ class ExpirationScheduler:
         """The worker factory ServiceSpec.workers calls with the app's runtime."""
         settings = cast(Settings, runtime.settings)
         return cls(
-            engine=runtime.engine,
-            sessionmaker=runtime.sessionmaker,
+            database=runtime.database,
             poll_seconds=settings.expiration_poll_seconds,
             batch_size=settings.expiration_batch_size,
         )
 
     async def start(self) -> None:
         """Run the loop and its LISTEN connection in the background."""
-        _local[self.sessionmaker] = self
         self._tasks = [
             asyncio.create_task(self._run(), name="expiration-scheduler"),
             asyncio.create_task(self._listen(), name="expiration-listen"),
@@ -85,7 +63,6 @@ class ExpirationScheduler:
     async def stop(self) -> None:
         """Finish the batch in flight, then stop."""
         self._stopping = True
-        _local.pop(self.sessionmaker, None)
         self._wake.set()
         if not self._tasks:
             return
@@ -109,8 +86,8 @@ class ExpirationScheduler:
         """Fire due jobs, batch after batch, until none is left; return how many fired."""
         total = 0
         while not self._stopping:
-            async with self.sessionmaker() as session, session.begin():
-                fired = await service.fire_due_expirations(session=session, limit=self.batch_size)
+            async with self.database.transaction() as uow:
+                fired = await service.fire_due_expirations(uow=uow, limit=self.batch_size)
             total += len(fired)
             if len(fired) < self.batch_size:
                 break
@@ -121,8 +98,8 @@ class ExpirationScheduler:
 
     async def _plan(self) -> float:
         """Seconds to sleep: until the earliest pending job, at most the safety-net poll."""
-        async with self.sessionmaker() as session:
-            upcoming = await service.next_due(session=session)
+        async with self.database.transaction() as uow:
+            upcoming = await service.next_due(uow=uow)
         if upcoming is None:
             return self.poll_seconds
         self._planned = upcoming.at_epoch
@@ -157,4 +134,25 @@ class ExpirationScheduler:
 
     async def _listen(self) -> None:
         # Every (re)connect wakes a pass, to catch up on jobs stored while we were not listening.
-        await listen_forever(self.engine, service.EXPIRATION_CHANNEL, self._on_notify, on_connect=self.wake)
+        await listen_forever(self.database.engine, repository.EXPIRATION_CHANNEL, self._on_notify, on_connect=self.wake)
+
+
+class WakeUps:
+    """Wake-ups from this app's listeners to this app's scheduler, handed to both as their wiring.
+
+    The app builds one and gives it to the listener factories and the worker factory, as it gives the provider to
+    payments' worker: no module-level registry, and two apps in one process never wake each other.
+    """
+
+    def __init__(self) -> None:
+        self._scheduler: ExpirationScheduler | None = None
+
+    def scheduler(self, runtime: Runtime) -> ExpirationScheduler:
+        """The worker factory: build this app's scheduler, which wake-ups reach from now on."""
+        self._scheduler = ExpirationScheduler.from_runtime(runtime)
+        return self._scheduler
+
+    def __call__(self, due_epoch: float) -> None:
+        """A job due at due_epoch was committed: re-plan if it is sooner than the scheduler's plan."""
+        if self._scheduler is not None:
+            self._scheduler.wake(due_epoch)
