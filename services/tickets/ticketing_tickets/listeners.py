@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from ticketing_common.events import OrderCancelled, OrderCreated
-from ticketing_common.listener import Listener
+from ticketing_common.listener import Listener, ListenerWiring
+from ticketing_common.uow import UnitOfWork
 from ticketing_tickets import service
 
 
@@ -16,10 +16,10 @@ class OrderCreatedListener(Listener[OrderCreated]):
 
     event_type = OrderCreated
 
-    async def handle(self, event: OrderCreated, session: AsyncSession) -> None:
+    async def handle(self, event: OrderCreated, uow: UnitOfWork) -> None:
         """Reserve the ticket for the order (version 0 of the order applies once)."""
         await service.reserve_ticket(
-            session=session,
+            uow=uow,
             order_id=event.id,
             order_version=event.version,
             ticket_id=event.ticket.id,
@@ -32,11 +32,9 @@ class OrderCancelledListener(Listener[OrderCancelled]):
 
     event_type = OrderCancelled
 
-    async def handle(self, event: OrderCancelled, session: AsyncSession) -> None:
+    async def handle(self, event: OrderCancelled, uow: UnitOfWork) -> None:
         """Release the ticket if this order holds it; waits for the order's order.created first."""
-        await service.release_ticket(
-            session=session, order_id=event.id, order_version=event.version, ticket_id=event.ticket.id
-        )
+        await service.release_ticket(uow=uow, order_id=event.id, order_version=event.version, ticket_id=event.ticket.id)
 
 
-LISTENERS: tuple[type[Listener[Any]], ...] = (OrderCreatedListener, OrderCancelledListener)
+LISTENERS: tuple[Callable[[ListenerWiring], Listener[Any]], ...] = (OrderCreatedListener, OrderCancelledListener)

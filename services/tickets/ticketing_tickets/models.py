@@ -9,7 +9,9 @@ from decimal import Decimal
 from sqlalchemy import CheckConstraint, Index, Numeric, String, Table, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ticketing_common.db import Base
+from ticketing_common.db import model_registry
+
+Base = model_registry()
 
 
 class Ticket(Base):

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
-
-import asyncpg
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import TypeAdapter
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ticketing_common.auth import CurrentUser
-from ticketing_common.db import SessionDep
 from ticketing_common.errors import error_responses
 from ticketing_common.pagination import DEFAULT_LIMIT, Cursor, Limit, PageCursor, next_page_headers
+from ticketing_common.uow import UnitOfWorkDep
 from ticketing_common.validation import parse_id
 from ticketing_tickets import service
 from ticketing_tickets.schemas import TicketCreate, TicketRead, TicketUpdate
@@ -21,24 +16,6 @@ from ticketing_tickets.schemas import TicketCreate, TicketRead, TicketUpdate
 router = APIRouter(prefix="/api/tickets", tags=["tickets"])
 
 _PAGE = TypeAdapter(list[TicketRead])
-
-
-async def get_reader(request: Request) -> AsyncIterator[AsyncConnection]:
-    """An autocommit connection for single-statement reads: no BEGIN/COMMIT round trips around them."""
-    engine: AsyncEngine = request.app.state.runtime.engine
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        yield conn
-
-
-def _pool(request: Request) -> asyncpg.Pool:
-    """The runtime's asyncpg pool, for the hottest single-statement paths (autocommit)."""
-    pool: asyncpg.Pool = request.app.state.runtime.pool
-    return pool
-
-
-# scope="function": the connection goes back to the pool (and a write commits) before the response is sent.
-ReaderDep = Annotated[AsyncConnection, Depends(get_reader, scope="function")]
 
 
 def _read(ticket: service.TicketState) -> TicketRead:
@@ -58,10 +35,9 @@ def _ticket_response(ticket: service.TicketState, status_code: int = status.HTTP
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TicketRead, responses=error_responses(400, 401))
-async def create_ticket(body: TicketCreate, user: CurrentUser, request: Request) -> Response:
+async def create_ticket(body: TicketCreate, user: CurrentUser, uow: UnitOfWorkDep) -> Response:
     """List a ticket for sale; publishes ticket.created."""
-    async with _pool(request).acquire() as conn:
-        ticket = await service.create_ticket(conn=conn, user_id=user.id, title=body.title, price=body.price)
+    ticket = await service.create_ticket(uow=uow, user_id=user.id, title=body.title, price=body.price)
     return _ticket_response(ticket, status.HTTP_201_CREATED)
 
 
@@ -77,13 +53,13 @@ async def create_ticket(body: TicketCreate, user: CurrentUser, request: Request)
     },
 )
 async def list_tickets(
-    db: ReaderDep,
+    uow: UnitOfWorkDep,
     request: Request,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Response:
     """The tickets no order reserves, newest first, one page at a time."""
-    page, next_cursor = await service.list_unreserved_tickets(db=db, limit=limit, after=PageCursor.parse(cursor))
+    page, next_cursor = await service.list_unreserved_tickets(uow=uow, limit=limit, after=PageCursor.parse(cursor))
     return Response(
         _PAGE.dump_json([_read(t) for t in page], by_alias=True),
         media_type="application/json",
@@ -92,18 +68,16 @@ async def list_tickets(
 
 
 @router.get("/{id}", response_model=TicketRead, responses=error_responses(404))
-async def read_ticket(id: str, request: Request) -> Response:
+async def read_ticket(id: str, uow: UnitOfWorkDep) -> Response:
     """One ticket, reserved or not."""
-    ticket_id = parse_id(id)
-    async with _pool(request).acquire() as conn:
-        ticket = await service.get_ticket(conn=conn, ticket_id=ticket_id)
+    ticket = await service.get_ticket(uow=uow, ticket_id=parse_id(id))
     return _ticket_response(ticket)
 
 
 @router.put("/{id}", response_model=TicketRead, responses=error_responses(400, 401, 404, 409))
-async def update_ticket(id: str, body: TicketUpdate, user: CurrentUser, session: SessionDep) -> Response:
+async def update_ticket(id: str, body: TicketUpdate, user: CurrentUser, uow: UnitOfWorkDep) -> Response:
     """Change the title and price of your unreserved ticket; publishes ticket.updated."""
     ticket = await service.update_ticket(
-        session=session, ticket_id=parse_id(id), user_id=user.id, title=body.title, price=body.price
+        uow=uow, ticket_id=parse_id(id), user_id=user.id, title=body.title, price=body.price
     )
     return _ticket_response(ticket)
