@@ -272,17 +272,17 @@ async def test_a_cancel_racing_a_payment_ends_in_exactly_one_terminal_state(
     placed = [await place_order(user=user) for _ in range(10)]
 
     async def pay(order_id: str) -> str:
-        async with orders.sessionmaker() as session, session.begin():
+        async with orders.runtime.database.transaction() as uow:
             return await service.complete_order(
-                session=session, order_id=uuid.UUID(order_id), payment_id=uuid.uuid4(), stripe_id="ch_race"
+                uow=uow, order_id=uuid.UUID(order_id), payment_id=uuid.uuid4(), stripe_id="ch_race"
             )
 
     async def cancel(order_id: str) -> int:
         return (await orders.client.delete(f"/api/orders/{order_id}", headers=user.headers)).status_code
 
     async def expire(order_id: str) -> bool:
-        async with orders.sessionmaker() as session, session.begin():
-            return await service.expire_order(session=session, order_id=uuid.UUID(order_id))
+        async with orders.runtime.database.transaction() as uow:
+            return await service.expire_order(uow=uow, order_id=uuid.UUID(order_id))
 
     results = await asyncio.gather(*(asyncio.gather(cancel(o["id"]), pay(o["id"]), expire(o["id"])) for o in placed))
     async with orders.sessionmaker() as session:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from ticketing_common.events import ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated
-from ticketing_common.listener import Listener
+from ticketing_common.listener import Listener, ListenerWiring
+from ticketing_common.uow import UnitOfWork
 from ticketing_orders import service
 
 
@@ -16,10 +16,10 @@ class TicketCreatedListener(Listener[TicketCreated]):
 
     event_type = TicketCreated
 
-    async def handle(self, event: TicketCreated, session: AsyncSession) -> None:
+    async def handle(self, event: TicketCreated, uow: UnitOfWork) -> None:
         """Insert the ticket unless a version is already held."""
         await service.apply_ticket(
-            session=session,
+            uow=uow,
             ticket_id=event.id,
             version=event.version,
             title=event.title,
@@ -33,10 +33,10 @@ class TicketUpdatedListener(Listener[TicketUpdated]):
 
     event_type = TicketUpdated
 
-    async def handle(self, event: TicketUpdated, session: AsyncSession) -> None:
+    async def handle(self, event: TicketUpdated, uow: UnitOfWork) -> None:
         """Apply the new title, price and reservation if it is the next version."""
         await service.apply_ticket(
-            session=session,
+            uow=uow,
             ticket_id=event.id,
             version=event.version,
             title=event.title,
@@ -50,9 +50,9 @@ class ExpirationCompleteListener(Listener[ExpirationComplete]):
 
     event_type = ExpirationComplete
 
-    async def handle(self, event: ExpirationComplete, session: AsyncSession) -> None:
+    async def handle(self, event: ExpirationComplete, uow: UnitOfWork) -> None:
         """Cancel the expired order if it is still open."""
-        await service.expire_order(session=session, order_id=event.order_id)
+        await service.expire_order(uow=uow, order_id=event.order_id)
 
 
 class PaymentCreatedListener(Listener[PaymentCreated]):
@@ -60,14 +60,12 @@ class PaymentCreatedListener(Listener[PaymentCreated]):
 
     event_type = PaymentCreated
 
-    async def handle(self, event: PaymentCreated, session: AsyncSession) -> None:
+    async def handle(self, event: PaymentCreated, uow: UnitOfWork) -> None:
         """Record the payment against its order."""
-        await service.complete_order(
-            session=session, order_id=event.order_id, payment_id=event.id, stripe_id=event.stripe_id
-        )
+        await service.complete_order(uow=uow, order_id=event.order_id, payment_id=event.id, stripe_id=event.stripe_id)
 
 
-LISTENERS: tuple[type[Listener[Any]], ...] = (
+LISTENERS: tuple[Callable[[ListenerWiring], Listener[Any]], ...] = (
     TicketCreatedListener,
     TicketUpdatedListener,
     ExpirationCompleteListener,

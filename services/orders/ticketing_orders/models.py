@@ -6,32 +6,27 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, MetaData, Numeric, String, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Numeric, String, text
+from sqlalchemy.orm import Mapped, mapped_column
 
-from ticketing_common.db import NAMING_CONVENTION
+from ticketing_common.db import model_registry
 from ticketing_common.events import OrderStatus
 
 # Statuses that hold the ticket: at most one order per ticket may be in one of them.
-RESERVING_STATUSES = (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT, OrderStatus.COMPLETE)
+RESERVING_STATUSES: tuple[OrderStatus, ...] = (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT, OrderStatus.COMPLETE)
 # Statuses from which an order may still be cancelled or completed.
-OPEN_STATUSES = (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT)
+OPEN_STATUSES: tuple[OrderStatus, ...] = (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT)
 RESERVED_INDEX = "uq_orders_ticket_id_reserving"
 REFUND_PENDING = "pending"
 
 
-def _sql_list(values: tuple[OrderStatus, ...]) -> str:
+def sql_list(values: tuple[OrderStatus, ...]) -> str:
+    """Statuses as an SQL list (`'created', 'awaiting:payment'`), so SQL is built from the typed rule."""
     return ", ".join(f"'{value.value}'" for value in values)
 
 
-class Base(DeclarativeBase):
-    """orders' own registry: its `tickets` replica must not clash with the tickets service's table in one process.
-
-    The suite's cross-service tests import every service's models together, and one MetaData holds one `tickets`.
-    """
-
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: DateTime(timezone=True)}
+# A registry of its own: this `tickets` replica must not clash with the tickets service's table in one process.
+Base = model_registry()
 
 
 class Ticket(Base):
@@ -65,14 +60,14 @@ class Order(Base):
     refund_status: Mapped[str | None] = mapped_column(String(20))
 
     __table_args__ = (
-        CheckConstraint(f"status IN ({_sql_list(tuple(OrderStatus))})", name="status_known"),
+        CheckConstraint(f"status IN ({sql_list(tuple(OrderStatus))})", name="status_known"),
         CheckConstraint("refund_status IN ('pending', 'refunded')", name="refund_status_known"),
         # The double-booking guard: the database, not the application, admits one live order per ticket.
         Index(
             RESERVED_INDEX,
             "ticket_id",
             unique=True,
-            postgresql_where=text(f"status IN ({_sql_list(RESERVING_STATUSES)})"),
+            postgresql_where=text(f"status IN ({sql_list(RESERVING_STATUSES)})"),
         ),
         # GET /api/orders: a user's orders newest first, by keyset.
         Index("ix_orders_user_id_created_at_id", "user_id", text("created_at DESC"), text("id DESC")),

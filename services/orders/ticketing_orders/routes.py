@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from ticketing_common.auth import CurrentUser
-from ticketing_common.db import SessionDep
 from ticketing_common.errors import error_responses
 from ticketing_common.pagination import DEFAULT_LIMIT, Cursor, Limit, PageCursor, next_page_headers
+from ticketing_common.uow import UnitOfWorkDep
 from ticketing_common.validation import parse_id
 from ticketing_orders import service
+from ticketing_orders.deps import SettingsDep
 from ticketing_orders.schemas import OrderCreate, OrderRead
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
@@ -26,13 +27,13 @@ def _read(order: service.OrderView) -> OrderRead:
     response_model_exclude_none=True,
     responses=error_responses(400, 401, 404),
 )
-async def create_order(body: OrderCreate, user: CurrentUser, session: SessionDep, request: Request) -> OrderRead:
+async def create_order(body: OrderCreate, user: CurrentUser, uow: UnitOfWorkDep, settings: SettingsDep) -> OrderRead:
     """Reserve a ticket for ORDER_EXPIRATION_SECONDS; publishes order.created."""
     order = await service.create_order(
-        session=session,
+        uow=uow,
         user_id=user.id,
         ticket_id=body.ticket_id,
-        expiration_seconds=request.app.state.settings.order_expiration_seconds,
+        expiration_seconds=settings.order_expiration_seconds,
     )
     return _read(order)
 
@@ -40,16 +41,14 @@ async def create_order(body: OrderCreate, user: CurrentUser, session: SessionDep
 @router.get("", response_model=list[OrderRead], response_model_exclude_none=True, responses=error_responses(400, 401))
 async def list_orders(
     user: CurrentUser,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     request: Request,
     response: Response,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> list[OrderRead]:
     """The caller's orders with their tickets, newest first; the next page is in X-Next-Cursor and Link."""
-    page, next_cursor = await service.list_orders(
-        session=session, user_id=user.id, limit=limit, after=PageCursor.parse(cursor)
-    )
+    page, next_cursor = await service.list_orders(uow=uow, user_id=user.id, limit=limit, after=PageCursor.parse(cursor))
     response.headers.update(next_page_headers(request, limit, next_cursor))
     return [_read(order) for order in page]
 
@@ -57,14 +56,14 @@ async def list_orders(
 @router.get(
     "/{order_id}", response_model=OrderRead, response_model_exclude_none=True, responses=error_responses(401, 404)
 )
-async def read_order(order_id: str, user: CurrentUser, session: SessionDep) -> OrderRead:
+async def read_order(order_id: str, user: CurrentUser, uow: UnitOfWorkDep) -> OrderRead:
     """One of the caller's orders."""
-    order = await service.get_order(session=session, order_id=parse_id(order_id), user_id=user.id)
+    order = await service.get_order(uow=uow, order_id=parse_id(order_id), user_id=user.id)
     return _read(order)
 
 
 @router.delete("/{order_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(400, 401, 404))
-async def cancel_order(order_id: str, user: CurrentUser, session: SessionDep) -> Response:
+async def cancel_order(order_id: str, user: CurrentUser, uow: UnitOfWorkDep) -> Response:
     """Cancel one of the caller's orders; publishes order.cancelled unless it already was cancelled."""
-    await service.cancel_order(session=session, order_id=parse_id(order_id), user_id=user.id)
+    await service.cancel_order(uow=uow, order_id=parse_id(order_id), user_id=user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
