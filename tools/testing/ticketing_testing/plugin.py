@@ -17,12 +17,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
-from sqlalchemy import text
+from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from ticketing_common import bus
 from ticketing_common.app import Runtime
-from ticketing_common.migrations import upgrade
+from ticketing_common.migrations import schema_differences, upgrade
 from ticketing_dev.servers import NatsServer, PostgresServer
 from ticketing_testing import TEST_JWT_KEY, EventCapture
 
@@ -83,6 +83,17 @@ async def truncate_all(url: str) -> None:
                 await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     finally:
         await engine.dispose()
+
+
+async def migrated_schema_differences(servers: Servers, package: str, metadata: MetaData) -> list[Any]:
+    """How the package's database, as its migrations built it, differs from its models and the bus tables."""
+    engine = create_async_engine(servers.database(package))
+    try:
+        async with engine.connect() as conn:
+            differences: list[Any] = await conn.run_sync(schema_differences, metadata)
+    finally:
+        await engine.dispose()
+    return differences
 
 
 async def delete_streams(nats_url: str) -> None:
