@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ticketing_common import bus
 from ticketing_common.db import asyncpg_dsn, make_engine, make_sessionmaker
 from ticketing_common.errors import error_body, install_error_handlers
+from ticketing_common.limits import RequestLimitsMiddleware
 from ticketing_common.listener import Listener
 from ticketing_common.logs import configure_logging
 from ticketing_common.metrics import MetricsMiddleware
@@ -148,6 +149,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app, spec.missing_messages)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestLimitsMiddleware)  # before anything reads the request, but inside the request id
     app.add_middleware(RequestIdMiddleware)
     for router in spec.routers:
         app.include_router(router)

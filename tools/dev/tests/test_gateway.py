@@ -10,12 +10,15 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+import yaml
 from starlette.types import Receive, Scope, Send
 
+from ticketing_common.limits import MAX_BODY_BYTES, RequestLimitsMiddleware
 from ticketing_dev.gateway import BadPath, Gateway, Route, load_routes, match_route, normalize_path
 from ticketing_dev.servers import free_port
 
@@ -279,7 +282,7 @@ def test_refuses_a_path_above_the_root_or_with_control_characters(raw: str) -> N
 
 
 @contextlib.asynccontextmanager
-async def serving(gateway: Gateway) -> AsyncIterator[int]:
+async def serving(gateway: Any) -> AsyncIterator[int]:
     """The gateway on a real uvicorn, as `make dev` runs it."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(gateway, host="127.0.0.1", port=port, log_level="warning"))
@@ -356,3 +359,18 @@ async def test_every_response_has_one_date_and_one_server_header(backend_url: st
     names = [name for name, _ in headers]
     assert names.count("date") == 1
     assert names.count("server") == 1
+
+
+async def test_the_dev_gateway_refuses_a_body_past_the_ingress_limit(backend_url: str) -> None:
+    gateway = RequestLimitsMiddleware(Gateway(load_routes(INGRESS), {"tickets-srv": backend_url}))
+    async with serving(gateway) as port, httpx.AsyncClient(trust_env=False) as client:
+        response = await client.post(f"http://127.0.0.1:{port}/api/tickets/echo", content=b"x" * (2 * 1024 * 1024))
+
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["message"].startswith("Request body is too large")
+
+
+def test_the_ingress_carries_the_same_body_limit() -> None:
+    manifest = yaml.safe_load(INGRESS.read_text())
+    limit = manifest["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert limit == f"{MAX_BODY_BYTES // (1024 * 1024)}m"

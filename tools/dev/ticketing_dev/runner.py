@@ -175,6 +175,7 @@ class DevStack:
             (self.state_dir / STATE_FILE).unlink()
 
     async def _start(self) -> None:
+        from ticketing_common.limits import RequestLimitsMiddleware
         from ticketing_dev.gateway import Gateway, load_routes
 
         options = self.options
@@ -211,7 +212,9 @@ class DevStack:
         nats_up = asyncio.create_task(asyncio.to_thread(self.nats.start, 30.0))
         routes = load_routes(ingress_manifest(self.root))
         backends = {s.info.backend: f"http://127.0.0.1:{s.port}" for s in self.services.values()}
-        self.gateway_task = asyncio.create_task(self._serve_gateway(Gateway(routes, backends), gateway_sock))
+        # The same header and body limits as the services' and the Ingress's (proxy-body-size).
+        gateway = RequestLimitsMiddleware(Gateway(routes, backends))
+        self.gateway_task = asyncio.create_task(self._serve_gateway(gateway, gateway_sock))
         try:
             await asyncio.gather(postgres_up, nats_up, self.zygote.wait_ready())
         finally:
