@@ -3,6 +3,9 @@
 uvicorn's default HTTP parser (httptools) sets no limit on headers and no server we run limits bodies, so one client
 could make a process hold as much memory as it cared to send. Every HTTP server we run (the services and the dev
 gateway) wraps its app in this middleware; the Ingress carries the same body limit as an annotation.
+
+FastAPI's own `max_body_size` (Starlette's RequestBodyLimitMiddleware) limits bodies too, but it answers a declared
+oversized body in plain text, over any handler, and the contract wants every 4xx in its error shape.
 """
 
 from __future__ import annotations
