@@ -268,14 +268,25 @@ async def test_paging_is_stable_when_tickets_are_added_meanwhile(tickets, create
     assert [t["id"] for t in page2.json()] == [older[1]["id"], older[0]["id"]]
 
 
-@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "2.5", ""])
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "2.5", "", "²", "１"])
 async def test_list_rejects_a_bad_limit(tickets, limit) -> None:
     response = await tickets.client.get("/api/tickets", params={"limit": limit})
     assert response.status_code == 400
     assert response.json() == {"errors": [{"message": "Limit must be between 1 and 100", "field": "limit"}]}
 
 
-@pytest.mark.parametrize("cursor", ["garbage!", "bm90LWEtY3Vyc29y", "", "MjAyNi0wMS0wMVQwMDowMDowMHxub3QtYS11dWlk"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage!",
+        "bm90LWEtY3Vyc29y",
+        "",
+        "MjAyNi0wMS0wMVQwMDowMDowMHxub3QtYS11dWlk",
+        # A valid ISO date with no UTC instant (year 0, year 10000): asyncpg cannot send it.
+        "MDAwMS0wMS0wMVQwMDowMDowMCswMTowMHw2ZjFjMWY1ZS0xZDdlLTRiN2UtOWIxYS0yYTFkNWMzZTRmNTA",
+        "OTk5OS0xMi0zMVQyMzo1OTo1OS0wMTowMHw2ZjFjMWY1ZS0xZDdlLTRiN2UtOWIxYS0yYTFkNWMzZTRmNTA",
+    ],
+)
 async def test_list_rejects_a_malformed_cursor(tickets, cursor) -> None:
     response = await tickets.client.get("/api/tickets", params={"cursor": cursor})
     assert response.status_code == 400
