@@ -1,6 +1,7 @@
 """The /api/users routes, case by case as the contract lists them."""
 
 import asyncio
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -75,7 +76,7 @@ async def test_signup_trims_and_lowercases_the_email(auth: RunningService) -> No
     ],
 )
 async def test_signup_rejects_invalid_fields(auth: RunningService, body, field, message) -> None:
-    response = await auth.client.post("/api/users/signup", json=body)
+    response = await auth.client.post("/api/users/signup", content=as_json(body), headers=JSON)
     assert response.status_code == 400
     assert response.json() == {"errors": [{"message": message, "field": field}]}
 
@@ -248,3 +249,32 @@ async def test_health_readiness_and_metrics(auth: RunningService) -> None:
     assert "ticketing_http_request_seconds" in metrics
     docs = await auth.client.get("/api/users/openapi.json")
     assert "/api/users/signup" in docs.json()["paths"]
+
+
+JSON = {"content-type": "application/json"}
+
+
+def as_json(body: dict[str, str]) -> bytes:
+    """With \\u escapes, as a browser sends them: httpx's json= cannot encode a lone surrogate."""
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "nul@example.com", "password": "pass\x00word"}, "password"),
+        ({"email": "lone@example.com", "password": "pass\ud800word"}, "password"),  # argon2 cannot encode it
+        ({"email": "a\x00b@example.com", "password": "password1"}, "email"),
+    ],
+)
+async def test_signup_refuses_text_that_cannot_be_stored_with_a_400(auth: RunningService, body, field) -> None:
+    response = await auth.client.post("/api/users/signup", content=as_json(body), headers=JSON)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == field
+
+
+async def test_signin_refuses_a_lone_surrogate_in_the_password_with_a_400(auth: RunningService) -> None:
+    body = {"email": "a@example.com", "password": "\udc00x"}
+    response = await auth.client.post("/api/users/signin", content=as_json(body), headers=JSON)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "password"

@@ -10,8 +10,9 @@ from ticketing_auth.schemas import CurrentUserRead, UserCreate, UserRead, UserSi
 from ticketing_common.auth import OptionalUser, clear_session_cookie, create_token, set_session_cookie
 from ticketing_common.db import SessionDep
 from ticketing_common.errors import error_responses
+from ticketing_common.routing import ServiceRoute
 
-router = APIRouter(prefix="/api/users", tags=["users"])
+router = APIRouter(prefix="/api/users", tags=["users"], route_class=ServiceRoute)
 
 
 def _start_session(request: Request, response: Response, user: User) -> None:

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Request, status
 from ticketing_common.auth import CurrentUser
 from ticketing_common.db import SessionDep
 from ticketing_common.errors import error_responses
+from ticketing_common.routing import ServiceRoute
 from ticketing_payments import service
 from ticketing_payments.providers import PaymentProvider
 from ticketing_payments.schemas import PaymentCreate, PaymentRead
 
-router = APIRouter(prefix="/api/payments", tags=["payments"])
+router = APIRouter(prefix="/api/payments", tags=["payments"], route_class=ServiceRoute)
 
 
 def get_provider(request: Request) -> PaymentProvider:
