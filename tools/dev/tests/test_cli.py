@@ -13,7 +13,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from ticketing_dev import cli
+from ticketing_dev import cli, runner
 from ticketing_dev.servers import free_port
 from ticketing_testing.plugin import Servers
 
@@ -179,3 +179,23 @@ def test_format_event_escapes_control_characters_in_headers() -> None:
 
     assert "\x1b" not in text.plain and "\\x1b" in text.plain
     assert text.plain.splitlines()[1:] == ["{}"]  # the header line, then the body: no forged line
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "ticketing.example"])
+async def test_dev_up_refuses_the_committed_key_on_a_non_loopback_address(
+    host: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("JWT_KEY", raising=False)
+
+    result = await invoke("dev", "up", "--host", host, "--port", "0", "--state-dir", str(tmp_path))
+
+    assert result.exit_code == 1
+    assert "set JWT_KEY" in result.output
+    assert not (tmp_path / "pg").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize(
+    ("host", "key"), [("127.0.0.1", None), ("::1", None), ("localhost", None), ("0.0.0.0", "k" * 40)]
+)
+def test_the_committed_key_is_fine_on_loopback_or_when_jwt_key_is_set(host: str, key: str | None) -> None:
+    runner.check_session_key(host, {"JWT_KEY": key} if key else {})
