@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -278,3 +279,23 @@ async def test_signin_refuses_a_lone_surrogate_in_the_password_with_a_400(auth: 
     response = await auth.client.post("/api/users/signin", content=as_json(body), headers=JSON)
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "password"
+
+
+async def test_a_broken_connection_never_puts_the_password_hash_or_email_in_the_log(
+    auth: RunningService, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert (await sign_up(auth, unique_email())).status_code == 201  # the pool now holds a connection
+    async with auth.runtime.pool.acquire() as conn:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    email = unique_email()
+
+    with caplog.at_level(logging.DEBUG):
+        response = await sign_up(auth, email)
+
+    assert response.status_code >= 500  # the outage itself; what matters here is what the log kept
+    assert caplog.records, "the failure is logged"
+    assert "$argon2" not in caplog.text
+    assert email not in caplog.text
