@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -23,12 +24,14 @@ from ticketing_common import bus
 from ticketing_common.bus import BusConnection
 from ticketing_common.db import asyncpg_dsn, make_engine, make_sessionmaker
 from ticketing_common.errors import error_body, install_error_handlers
+from ticketing_common.limits import RequestLimitsMiddleware
 from ticketing_common.listener import Listener, ListenerWiring
 from ticketing_common.logs import configure_logging
 from ticketing_common.metrics import MetricsMiddleware
 from ticketing_common.migrations import head_revision
 from ticketing_common.outbox import OutboxRelay
 from ticketing_common.requestid import RequestIdMiddleware
+from ticketing_common.routing import ServiceRoute
 from ticketing_common.settings import ServiceSettings
 from ticketing_common.uow import Database
 
@@ -170,8 +173,12 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app, spec.missing_messages)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestLimitsMiddleware)  # before anything reads the request, but inside the request id
     app.add_middleware(RequestIdMiddleware)
     for router in spec.routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and not isinstance(route, ServiceRoute):
+                raise TypeError(f"{spec.name}: {route.path} must use APIRouter(route_class=ServiceRoute)")
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

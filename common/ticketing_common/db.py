@@ -175,8 +175,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     No pre-ping: with asyncpg it costs three round trips per checkout (BEGIN, ping, ROLLBACK), which doubled the
     cost of a read. A connection that died with a Postgres restart fails one statement, and SQLAlchemy then
     invalidates the whole pool, so one request per restart sees a 500 instead of every request paying.
+
+    hide_parameters: a statement's parameters (an email, a password hash) never reach an exception's text, and so
+    never a log line.
     """
-    return create_async_engine(url, pool_size=pool_size, max_overflow=20, pool_recycle=1800)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=20, pool_recycle=1800, hide_parameters=True)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

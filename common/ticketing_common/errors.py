@@ -164,7 +164,8 @@ def install_error_handlers(app: FastAPI, missing_messages: Mapping[str, str] | N
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         message = "Not Found" if exc.status_code == 404 else str(exc.detail)
-        return JSONResponse(error_body(message), status_code=exc.status_code, headers=exc.headers)
+        field = getattr(exc, "field", None)  # routing.UnstorableText names the field it found
+        return JSONResponse(error_body(message, field), status_code=exc.status_code, headers=exc.headers)
 
     async def on_unknown_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)

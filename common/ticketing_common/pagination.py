@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -23,8 +23,9 @@ NEXT_CURSOR_HEADER = "X-Next-Cursor"
 
 
 def _limit(value: Any) -> int:
-    # Query values arrive as strings; "1.0", "abc" and "" are all refused with the same message.
-    if isinstance(value, str) and value.strip().isdigit():
+    # Query values arrive as strings; "1.0", "abc", "" and "²" (a digit to str.isdigit, not to int) are all refused
+    # with the same message.
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
         raise field_error("limit", LIMIT_MESSAGE)
@@ -72,6 +73,11 @@ class PageCursor:
             raise InvalidCursor() from None
         if created_at.tzinfo is None:
             raise InvalidCursor()
+        try:
+            # Postgres compares in UTC: 0001-01-01T00:00:00+01:00 is a valid ISO date that has no UTC instant.
+            created_at.astimezone(UTC)
+        except OverflowError:
+            raise InvalidCursor() from None
         return cursor
 
     @classmethod

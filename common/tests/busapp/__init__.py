@@ -16,6 +16,7 @@ from ticketing_common.db import model_registry
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.listener import Listener, ListenerWiring, version_gate
 from ticketing_common.requestid import current_request_id
+from ticketing_common.routing import ServiceRoute
 from ticketing_common.settings import ServiceSettings
 from ticketing_common.uow import UnitOfWork, UnitOfWorkDep
 from ticketing_testing.plugin import RunningService
@@ -92,7 +93,7 @@ class TicketUpdatedListener(Listener[TicketUpdated]):
         await apply_ticket(uow.session, event)
 
 
-router = APIRouter(prefix="/api/probe")
+router = APIRouter(prefix="/api/probe", route_class=ServiceRoute)
 
 
 @router.post("/{fail}", status_code=201)

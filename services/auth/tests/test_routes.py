@@ -1,6 +1,8 @@
 """The /api/users routes, case by case as the contract lists them."""
 
 import asyncio
+import json
+import logging
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -75,7 +77,7 @@ async def test_signup_trims_and_lowercases_the_email(auth: RunningService) -> No
     ],
 )
 async def test_signup_rejects_invalid_fields(auth: RunningService, body, field, message) -> None:
-    response = await auth.client.post("/api/users/signup", json=body)
+    response = await auth.client.post("/api/users/signup", content=as_json(body), headers=JSON)
     assert response.status_code == 400
     assert response.json() == {"errors": [{"message": message, "field": field}]}
 
@@ -248,3 +250,52 @@ async def test_health_readiness_and_metrics(auth: RunningService) -> None:
     assert "ticketing_http_request_seconds" in metrics
     docs = await auth.client.get("/api/users/openapi.json")
     assert "/api/users/signup" in docs.json()["paths"]
+
+
+JSON = {"content-type": "application/json"}
+
+
+def as_json(body: dict[str, str]) -> bytes:
+    """With \\u escapes, as a browser sends them: httpx's json= cannot encode a lone surrogate."""
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "nul@example.com", "password": "pass\x00word"}, "password"),
+        ({"email": "lone@example.com", "password": "pass\ud800word"}, "password"),  # argon2 cannot encode it
+        ({"email": "a\x00b@example.com", "password": "password1"}, "email"),
+    ],
+)
+async def test_signup_refuses_text_that_cannot_be_stored_with_a_400(auth: RunningService, body, field) -> None:
+    response = await auth.client.post("/api/users/signup", content=as_json(body), headers=JSON)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == field
+
+
+async def test_signin_refuses_a_lone_surrogate_in_the_password_with_a_400(auth: RunningService) -> None:
+    body = {"email": "a@example.com", "password": "\udc00x"}
+    response = await auth.client.post("/api/users/signin", content=as_json(body), headers=JSON)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "password"
+
+
+async def test_a_broken_connection_never_puts_the_password_hash_or_email_in_the_log(
+    auth: RunningService, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert (await sign_up(auth, unique_email())).status_code == 201  # the pool now holds a connection
+    async with auth.runtime.pool.acquire() as conn:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    email = unique_email()
+
+    with caplog.at_level(logging.DEBUG):
+        response = await sign_up(auth, email)
+
+    assert response.status_code >= 500  # the outage itself; what matters here is what the log kept
+    assert caplog.records, "the failure is logged"
+    assert "$argon2" not in caplog.text
+    assert email not in caplog.text

@@ -11,9 +11,10 @@ from ticketing_auth.schemas import CurrentUserRead, UserCreate, UserRead, UserSi
 from ticketing_auth.settings import Settings
 from ticketing_common.auth import OptionalUser, clear_session_cookie, create_token, set_session_cookie
 from ticketing_common.errors import error_responses
+from ticketing_common.routing import ServiceRoute
 from ticketing_common.uow import UnitOfWorkDep
 
-router = APIRouter(prefix="/api/users", tags=["users"])
+router = APIRouter(prefix="/api/users", tags=["users"], route_class=ServiceRoute)
 
 
 def _start_session(settings: Settings, response: Response, user: User) -> None:

@@ -250,14 +250,25 @@ async def test_the_default_page_is_100_orders(orders: RunningService, seed_ticke
     assert rest.json()[0]["ticket"]["id"] == str(tickets[0].id)
 
 
-@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1.5"])
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1.5", "²", "\uff11"])
 async def test_rejects_a_limit_out_of_range(orders: RunningService, limit) -> None:
-    response = await orders.client.get(f"/api/orders?limit={limit}", headers=make_user().headers)
+    response = await orders.client.get("/api/orders", params={"limit": limit}, headers=make_user().headers)
     assert response.status_code == 400
     assert response.json() == {"errors": [{"message": "Limit must be between 1 and 100", "field": "limit"}]}
 
 
-@pytest.mark.parametrize("cursor", ["garbage!", "bm90LWEtY3Vyc29y", "MjAyNC0wMS0wMVQwMDowMDowMHxub3Bl", "%%%"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage!",
+        "bm90LWEtY3Vyc29y",
+        "MjAyNC0wMS0wMVQwMDowMDowMHxub3Bl",
+        "%%%",
+        # A valid ISO date with no UTC instant (year 0, year 10000): asyncpg cannot send it.
+        "MDAwMS0wMS0wMVQwMDowMDowMCswMTowMHw2ZjFjMWY1ZS0xZDdlLTRiN2UtOWIxYS0yYTFkNWMzZTRmNTA",
+        "OTk5OS0xMi0zMVQyMzo1OTo1OS0wMTowMHw2ZjFjMWY1ZS0xZDdlLTRiN2UtOWIxYS0yYTFkNWMzZTRmNTA",
+    ],
+)
 async def test_rejects_a_malformed_cursor(orders: RunningService, cursor) -> None:
     response = await orders.client.get("/api/orders", params={"cursor": cursor}, headers=make_user().headers)
     assert response.status_code == 400

@@ -7,13 +7,14 @@ from fastapi import APIRouter, Request, Response, status
 from ticketing_common.auth import CurrentUser
 from ticketing_common.errors import error_responses
 from ticketing_common.pagination import DEFAULT_LIMIT, Cursor, Limit, PageCursor, next_page_headers
+from ticketing_common.routing import ServiceRoute
 from ticketing_common.uow import UnitOfWorkDep
 from ticketing_common.validation import parse_id
 from ticketing_orders import service
 from ticketing_orders.deps import SettingsDep
 from ticketing_orders.schemas import OrderCreate, OrderRead
 
-router = APIRouter(prefix="/api/orders", tags=["orders"])
+router = APIRouter(prefix="/api/orders", tags=["orders"], route_class=ServiceRoute)
 
 
 def _read(order: service.OrderView) -> OrderRead:

@@ -6,12 +6,13 @@ from fastapi import APIRouter, status
 
 from ticketing_common.auth import CurrentUser
 from ticketing_common.errors import error_responses
+from ticketing_common.routing import ServiceRoute
 from ticketing_common.uow import UnitOfWorkDep
 from ticketing_payments import service
 from ticketing_payments.deps import ProviderDep
 from ticketing_payments.schemas import PaymentCreate, PaymentRead
 
-router = APIRouter(prefix="/api/payments", tags=["payments"])
+router = APIRouter(prefix="/api/payments", tags=["payments"], route_class=ServiceRoute)
 
 
 @router.post(

@@ -1,5 +1,6 @@
 """The /api/tickets routes, case by case as the contract lists them."""
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -268,14 +269,25 @@ async def test_paging_is_stable_when_tickets_are_added_meanwhile(tickets, create
     assert [t["id"] for t in page2.json()] == [older[1]["id"], older[0]["id"]]
 
 
-@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "2.5", ""])
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "2.5", "", "²", "\uff11"])
 async def test_list_rejects_a_bad_limit(tickets, limit) -> None:
     response = await tickets.client.get("/api/tickets", params={"limit": limit})
     assert response.status_code == 400
     assert response.json() == {"errors": [{"message": "Limit must be between 1 and 100", "field": "limit"}]}
 
 
-@pytest.mark.parametrize("cursor", ["garbage!", "bm90LWEtY3Vyc29y", "", "MjAyNi0wMS0wMVQwMDowMDowMHxub3QtYS11dWlk"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage!",
+        "bm90LWEtY3Vyc29y",
+        "",
+        "MjAyNi0wMS0wMVQwMDowMDowMHxub3QtYS11dWlk",
+        # A valid ISO date with no UTC instant (year 0, year 10000): asyncpg cannot send it.
+        "MDAwMS0wMS0wMVQwMDowMDowMCswMTowMHw2ZjFjMWY1ZS0xZDdlLTRiN2UtOWIxYS0yYTFkNWMzZTRmNTA",
+        "OTk5OS0xMi0zMVQyMzo1OTo1OS0wMTowMHw2ZjFjMWY1ZS0xZDdlLTRiN2UtOWIxYS0yYTFkNWMzZTRmNTA",
+    ],
+)
 async def test_list_rejects_a_malformed_cursor(tickets, cursor) -> None:
     response = await tickets.client.get("/api/tickets", params={"cursor": cursor})
     assert response.status_code == 400
@@ -384,3 +396,24 @@ async def test_health_readiness_and_docs(tickets) -> None:
     assert set(paths["/api/tickets"]) == {"get", "post"}
     assert set(paths["/api/tickets/{id}"]) == {"get", "put"}
     assert (await tickets.client.get("/api/tickets/docs")).status_code == 200
+
+
+@pytest.mark.parametrize("title", ["a\x00b", "\ud800", "x\udfffy"])
+async def test_create_refuses_a_title_postgres_cannot_store_with_a_400(tickets, seller, title) -> None:
+    response = await tickets.client.post(
+        "/api/tickets",
+        content=json.dumps({"title": title, "price": 1}).encode(),  # \u escapes: httpx would not encode a surrogate
+        headers={**seller.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "title"
+
+
+async def test_create_checks_the_price_as_written_not_as_a_float(tickets, seller) -> None:
+    response = await tickets.client.post(
+        "/api/tickets",
+        content=b'{"title": "x", "price": 1000000.0000000000000001}',
+        headers={**seller.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"message": "Price must be at most 1,000,000", "field": "price"}]}

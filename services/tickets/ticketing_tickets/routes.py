@@ -8,12 +8,13 @@ from pydantic import TypeAdapter
 from ticketing_common.auth import CurrentUser
 from ticketing_common.errors import error_responses
 from ticketing_common.pagination import DEFAULT_LIMIT, Cursor, Limit, PageCursor, next_page_headers
+from ticketing_common.routing import ServiceRoute
 from ticketing_common.uow import UnitOfWorkDep
 from ticketing_common.validation import parse_id
 from ticketing_tickets import service
 from ticketing_tickets.schemas import TicketCreate, TicketRead, TicketUpdate
 
-router = APIRouter(prefix="/api/tickets", tags=["tickets"])
+router = APIRouter(prefix="/api/tickets", tags=["tickets"], route_class=ServiceRoute)
 
 _PAGE = TypeAdapter(list[TicketRead])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from ticketing_dev import cli
+from ticketing_dev import cli, runner
 from ticketing_dev.servers import free_port
 from ticketing_testing.plugin import Servers
 
@@ -156,3 +157,45 @@ async def test_dev_up_rejects_a_malformed_service_port(tmp_path: Path) -> None:
 
     assert result.exit_code == 1
     assert "--service-port wants NAME=PORT" in result.output
+
+
+async def test_events_tail_prints_user_text_as_plain_text(nats_client: NATS, clean_state: Servers) -> None:
+    """A title is anyone's text: Rich markup in it is neither an error nor a style, and escapes never reach a tty."""
+    titles = ["[/]", "[bold red]x[/bold red]", "\x1b[2J\x9b31m"]
+    for n, title in enumerate(titles):
+        await publish(nats_client, "ticket.created", {"id": f"t{n}", "title": title, "price": 1}, f"mk{n}")
+
+    result = await invoke("events", "tail", "--from-start", "-n", "3", "--timeout", "5", "-s", clean_state.nats.url)
+
+    assert result.exit_code == 0, result.output
+    assert '"title": "[/]"' in result.output
+    assert '"title": "[bold red]x[/bold red]"' in result.output
+    assert "\x1b" not in result.output and "\x9b" not in result.output
+    assert '"title": "\\u001b[2J\\x9b31m"' in result.output
+
+
+def test_format_event_escapes_control_characters_in_headers() -> None:
+    text = cli.format_event("ticket.created", b"{}", {"Nats-Msg-Id": "a\x1b[31mb\nforged"}, 7, datetime.now(UTC))
+
+    assert "\x1b" not in text.plain and "\\x1b" in text.plain
+    assert text.plain.splitlines()[1:] == ["{}"]  # the header line, then the body: no forged line
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "ticketing.example"])
+async def test_dev_up_refuses_the_committed_key_on_a_non_loopback_address(
+    host: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("JWT_KEY", raising=False)
+
+    result = await invoke("dev", "up", "--host", host, "--port", "0", "--state-dir", str(tmp_path))
+
+    assert result.exit_code == 1
+    assert "set JWT_KEY" in result.output
+    assert not (tmp_path / "pg").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize(
+    ("host", "key"), [("127.0.0.1", None), ("::1", None), ("localhost", None), ("0.0.0.0", "k" * 40)]
+)
+def test_the_committed_key_is_fine_on_loopback_or_when_jwt_key_is_set(host: str, key: str | None) -> None:
+    runner.check_session_key(host, {"JWT_KEY": key} if key else {})

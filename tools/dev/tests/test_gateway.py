@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+import yaml
 from starlette.types import Receive, Scope, Send
 
-from ticketing_dev.gateway import Gateway, Route, load_routes, match_route
+from ticketing_common.limits import MAX_BODY_BYTES, RequestLimitsMiddleware
+from ticketing_dev.gateway import BadPath, Gateway, Route, load_routes, match_route, normalize_path
 from ticketing_dev.servers import free_port
 
 INGRESS = Path(__file__).resolve().parents[3] / "infra" / "k8s" / "base" / "ingress.yaml"
@@ -251,3 +256,121 @@ async def test_answers_an_unknown_route_with_404_not_found() -> None:
 
     assert response.status_code == 404
     assert response.json() == {"errors": [{"message": "Not Found"}]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("/api/users/signin", "/api/users/signin"),
+        ("/api/users/", "/api/users/"),
+        ("/api//users///signin", "/api/users/signin"),
+        ("/api/users/./signin", "/api/users/signin"),
+        ("/api/users/x/../signin", "/api/users/signin"),
+        ("/api/users/../../metrics", "/metrics"),
+        ("/api/users/..", "/api/"),
+        ("/", "/"),
+    ],
+)
+def test_normalises_the_path_as_nginx_does(raw: str, normal: str) -> None:
+    assert normalize_path(raw) == normal
+
+
+@pytest.mark.parametrize("raw", ["/..", "/api/../../x", "/api/users/a\nforged", "/a\x00b", "/a\x1bb", "relative"])
+def test_refuses_a_path_above_the_root_or_with_control_characters(raw: str) -> None:
+    with pytest.raises(BadPath):
+        normalize_path(raw)
+
+
+@contextlib.asynccontextmanager
+async def serving(gateway: Any) -> AsyncIterator[int]:
+    """The gateway on a real uvicorn, as `make dev` runs it."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(gateway, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def raw_get(port: int, target: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """GET with the request target sent byte for byte, as `curl --path-as-is` does (httpx would normalise it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: ticketing.dev\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = [(k.strip().lower(), v.strip()) for k, v in (line.split(":", 1) for line in lines)]
+    if ("transfer-encoding", "chunked") in headers:
+        body = dechunk(body)
+    return int(status_line.split()[1]), headers, body
+
+
+def dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(out)
+        out += body[:size]
+        body = body[size + 2 :]
+
+
+@pytest.mark.parametrize("target", ["/api/users/../../metrics", "/api/users/%2e%2e/%2E%2E/metrics"])
+async def test_a_dot_dot_path_never_reaches_a_services_internal_routes(backend_url: str, target: str) -> None:
+    async with serving(Gateway(load_routes(INGRESS), {"auth-srv": backend_url})) as port:
+        status, _, body = await raw_get(port, target)
+
+    assert status == 404, body
+    assert json.loads(body) == {"errors": [{"message": "Not Found"}]}
+
+
+async def test_forwards_the_normalised_path_it_matched(backend_url: str) -> None:
+    async with serving(Gateway(load_routes(INGRESS), {"auth-srv": backend_url})) as port:
+        status, _, body = await raw_get(port, "/api/users/x/..//signin/%2e?next=1")
+
+    assert status == 201
+    assert json.loads(body)["path"] == "/api/users/signin/"
+
+
+async def test_a_newline_in_the_path_is_refused_and_cannot_forge_a_log_line(
+    backend_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ticketing.gateway")
+    async with serving(Gateway(load_routes(INGRESS), {"auth-srv": backend_url})) as port:
+        status, _, body = await raw_get(port, "/api/users/x%0aGET%20/api/orders%20-%3E%20orders-srv%20200")
+
+    assert status == 400
+    assert json.loads(body)["errors"][0]["message"].startswith("Bad request path")
+    assert caplog.records, "the refusal is logged"
+    assert all("\n" not in record.getMessage() for record in caplog.records)
+
+
+async def test_every_response_has_one_date_and_one_server_header(backend_url: str) -> None:
+    async with serving(Gateway(load_routes(INGRESS), {"auth-srv": backend_url})) as port:
+        _, headers, _ = await raw_get(port, "/api/users/currentuser")
+
+    names = [name for name, _ in headers]
+    assert names.count("date") == 1
+    assert names.count("server") == 1
+
+
+async def test_the_dev_gateway_refuses_a_body_past_the_ingress_limit(backend_url: str) -> None:
+    gateway = RequestLimitsMiddleware(Gateway(load_routes(INGRESS), {"tickets-srv": backend_url}))
+    async with serving(gateway) as port, httpx.AsyncClient(trust_env=False) as client:
+        response = await client.post(f"http://127.0.0.1:{port}/api/tickets/echo", content=b"x" * (2 * 1024 * 1024))
+
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["message"].startswith("Request body is too large")
+
+
+def test_the_ingress_carries_the_same_body_limit() -> None:
+    manifest = yaml.safe_load(INGRESS.read_text())
+    limit = manifest["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert limit == f"{MAX_BODY_BYTES // (1024 * 1024)}m"

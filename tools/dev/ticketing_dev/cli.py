@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import unicodedata
 import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ticketing_common.events import STREAMS
 from ticketing_dev.errors import DevStackError
@@ -51,7 +53,7 @@ class CliError(Exception):
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    err.print(Text.assemble(("error:", "red"), " ", _printable(message)), soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -318,8 +320,8 @@ def broker_tables(jsz: dict[str, Any], deadletters: dict[str, int] | None) -> tu
             state = stream.get("state", {})
             config = stream.get("config", {})
             streams.add_row(
-                stream.get("name", "?"),
-                ", ".join(config.get("subjects", []) or []),
+                Text(_printable(stream.get("name", "?"))),
+                Text(_printable(", ".join(config.get("subjects", []) or []))),
                 str(state.get("messages", 0)),
                 str(state.get("bytes", 0)),
                 str(state.get("first_seq", 0)),
@@ -331,18 +333,16 @@ def broker_tables(jsz: dict[str, Any], deadletters: dict[str, int] | None) -> tu
                 ccfg = consumer.get("config", {})
                 filters = ccfg.get("filter_subjects") or [ccfg.get("filter_subject") or ">"]
                 dead = "?" if deadletters is None else str(deadletters.get(name, 0))
-                if dead not in ("0", "?"):
-                    dead = f"[red]{dead}[/red]"
                 consumers.add_row(
-                    stream.get("name", "?"),
-                    name,
-                    ", ".join(filters),
+                    Text(_printable(stream.get("name", "?"))),
+                    Text(_printable(name)),
+                    Text(_printable(", ".join(filters))),
                     str(consumer.get("delivered", {}).get("stream_seq", 0)),
                     str(consumer.get("num_pending", 0)),
                     str(consumer.get("num_ack_pending", 0)),
                     str(consumer.get("num_redelivered", 0)),
                     str(consumer.get("num_waiting", 0)),
-                    dead,
+                    Text(dead, style="" if dead in ("0", "?") else "red"),
                 )
     return streams, consumers
 
@@ -398,7 +398,7 @@ def broker(
     console.print(streams)
     console.print(consumers)
     if note:
-        err.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
+        err.print(Text(_printable(note), style="yellow"), soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -420,8 +420,12 @@ def _catalog() -> list[str]:
     return [s for subjects in STREAMS.values() for s in subjects]
 
 
-def format_event(subject: str, data: bytes, headers: dict[str, str] | None, sequence: int, stamp: datetime) -> str:
-    """One event for humans: time, stream sequence, subject, ids, and the indented JSON payload."""
+def format_event(subject: str, data: bytes, headers: dict[str, str] | None, sequence: int, stamp: datetime) -> Text:
+    """One event for humans: time, stream sequence, subject, ids, and the indented JSON payload.
+
+    Everything in an event came from someone else (a title is any user's text), so it is styled as plain Text, never
+    parsed as Rich markup, and control characters are shown escaped rather than sent to the operator's terminal.
+    """
     try:
         body = json.dumps(json.loads(data), indent=2, ensure_ascii=False)
     except ValueError:
@@ -433,7 +437,22 @@ def format_event(subject: str, data: bytes, headers: dict[str, str] | None, sequ
         if key in headers
     )
     when = stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return f"[dim]{when}[/dim] #{sequence} [bold cyan]{subject}[/bold cyan]  [dim]{ids}[/dim]\n{body}"
+    return Text.assemble(
+        (when, "dim"),
+        f" #{sequence} ",
+        (_printable(subject), "bold cyan"),
+        "  ",
+        (_printable(ids), "dim"),
+        "\n",
+        _printable(body, keep="\n"),
+    )
+
+
+def _printable(text: str, keep: str = "") -> str:
+    """`text` with every control character (C0, DEL and C1, such as ESC and CSI) escaped as `\\xNN`."""
+    return "".join(
+        ch if ch in keep or unicodedata.category(ch) != "Cc" else ch.encode("unicode_escape").decode() for ch in text
+    )
 
 
 async def tail_events(
@@ -443,7 +462,7 @@ async def tail_events(
     from_start: bool,
     count: int | None,
     idle_timeout: float | None,
-    emit: Callable[[str], None],
+    emit: Callable[[Text], None],
 ) -> int:
     """Follow events with ephemeral ordered consumers (never a durable, so the services' consumers are untouched)."""
     from nats.js.api import DeliverPolicy
@@ -517,7 +536,7 @@ def events_tail(
     except CliError as exc:
         raise _fail(str(exc)) from None
 
-    def emit(text: str) -> None:
+    def emit(text: Text) -> None:
         console.print(text, soft_wrap=True)
 
     try:

