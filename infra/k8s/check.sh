@@ -21,6 +21,7 @@ done
 
 # --skip-download (in checkov.yaml) keeps checkov offline.
 checkov --config-file infra/k8s/checkov.yaml --directory "$rendered"
-hadolint services/*/Dockerfile
-checkov --framework dockerfile --skip-download --compact --quiet --directory services
+# The one Dockerfile of every service.
+hadolint infra/docker/Dockerfile
+checkov --framework dockerfile --skip-download --compact --quiet --directory infra/docker
 echo "k8s-check: manifests and Dockerfiles pass checkov and hadolint"
