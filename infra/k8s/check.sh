@@ -21,7 +21,8 @@ done
 
 # --skip-download (in checkov.yaml) keeps checkov offline.
 checkov --config-file infra/k8s/checkov.yaml --directory "$rendered"
-# The one Dockerfile of every service.
-hadolint infra/docker/Dockerfile
+# The one service Dockerfile and the stand-in images' Dockerfiles of the container tests.
+hadolint infra/docker/Dockerfile infra/containers/standins/*.Dockerfile
 checkov --framework dockerfile --skip-download --compact --quiet --directory infra/docker
+checkov --framework dockerfile --skip-download --compact --quiet --directory infra/containers/standins
 echo "k8s-check: manifests and Dockerfiles pass checkov and hadolint"
