@@ -243,6 +243,7 @@ class Stack:
             self.cancelled.clear()
 
     def _check_cancelled(self) -> None:
+        """Stop a pod's start-up thread at its next step once the start-up as a whole is abandoned."""
         if self.cancelled.is_set():
             raise HarnessError("cancelled")
 
@@ -281,8 +282,8 @@ class Stack:
         if mounts:
             # The kubelet's part: emptyDirs are world-writable; with fsGroup, every volume is that group's, setgid.
             script = "chmod 0777 /v/*" if fs_group is None else f"chgrp -R {fs_group} /v/* && chmod 2775 /v/*"
-            docker("run", "--rm", "--network", "none", "--user", "0:0", *mounts, "--entrypoint", "sh",
-                   self.pause_image, "-c", script)  # fmt: skip
+            helper = ["run", "--rm", "--network", "none", "--user", "0:0", *mounts, "--entrypoint", "sh"]
+            docker(*helper, self.pause_image, "-c", script)
 
     def _run_init(self, pod: Pod, container: dict[str, Any]) -> None:
         name = pod.container_name(container["name"])
