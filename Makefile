@@ -14,7 +14,7 @@ PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
 # Checked strictly by mypy, in one run so that each sees the others' types.
 TYPED := common/ticketing_common tools/dev/ticketing_dev tools/testing/ticketing_testing
 
-.PHONY: help install test lint typecheck lock dev dev-reset clean k8s-check k8s-lock
+.PHONY: help install test lint typecheck lock dev dev-reset clean k8s-check k8s-lock test-containers containers
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,6 +74,16 @@ test: install k8s-check ## Lint, type-check and run every package's tests agains
 	$(BIN)/mypy $(TYPED)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The images on a real container engine (root, Debian/Ubuntu: it installs docker.io and debootstrap when missing and
+# runs a private dockerd under .containers/, stopped on exit). See infra/containers/run.sh.
+OVERLAY ?= dev
+
+test-containers: install ## Build the five images and run the dev overlay's wiring and the user journey on Docker
+	bash infra/containers/run.sh test
+
+containers: install ## Run the images as the manifests wire them (OVERLAY=dev|prod) on http://127.0.0.1:8080
+	bash infra/containers/run.sh up $(OVERLAY)
+
 dev: install ## Run the whole suite locally behind one gateway (http://127.0.0.1:8080); Ctrl-C stops it
 	@$(BIN)/ticketing dev up
 
@@ -85,4 +95,4 @@ dev-reset: ## Wipe the local dev state (databases, streams, logs); refuses while
 	@if [ -x $(BIN)/ticketing ]; then $(BIN)/ticketing dev reset; else rm -rf .state; fi
 
 clean: ## Remove the virtual environment and tools
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .containers

