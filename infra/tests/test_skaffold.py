@@ -42,13 +42,13 @@ def test_skaffold_builds_one_image_per_service_and_nothing_else(skaffold: dict[s
 
 
 def test_every_artifact_builds_from_the_repository_root_with_its_service_dockerfile(
-    skaffold: dict[str, Any], service: str
+    skaffold: dict[str, Any], service: str, k8s: type[K8s]
 ) -> None:
     built = artifact(skaffold, service)
     assert (REPO / built.get("context", ".")).resolve() == REPO
     dockerfile = built["docker"]["dockerfile"]
     assert dockerfile == f"services/{service}/Dockerfile"
-    assert (REPO / dockerfile).is_file()
+    assert k8s.dockerfile(service).is_file()
 
 
 def test_the_images_skaffold_builds_are_the_images_the_dev_manifests_run(
