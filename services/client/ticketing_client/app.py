@@ -22,6 +22,7 @@ from ticketing_client.pages import PACKAGE, error_page
 from ticketing_client.routes import router
 from ticketing_client.service import Problems
 from ticketing_client.settings import Settings
+from ticketing_common.errors import error_body
 from ticketing_common.logs import configure_logging
 from ticketing_common.metrics import MetricsMiddleware
 from ticketing_common.requestid import RequestIdMiddleware
@@ -97,6 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path == "/api" or request.url.path.startswith("/api/"):
+            # The Ingress sends the client every path no API prefix claims: an unknown API route still gets the
+            # contract's JSON 404, as the gateway gives it.
+            return JSONResponse(error_body("Not Found"), status_code=404)
         problems = Problems(
             general=["We could not find that page." if exc.status_code == 404 else "That did not work."]
         )
