@@ -32,8 +32,6 @@ from systemkit import Stack
 # A short reservation window, so that journey 2 sees one close; journey 1 pays well within it.
 ORDER_WINDOW_SECONDS = 15
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: `make test` installs chromium")
-
 
 @pytest.fixture(scope="module")
 def stack_env() -> dict[str, str]:
@@ -44,6 +42,8 @@ def stack_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's chromium, headless, driven by Playwright (which never downloads a browser here)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` (part of `make test`) installs Debian's chromium")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=launch_args())
         try:

@@ -253,6 +253,10 @@ async def purchase_ticket(request: Request, page: PageDep, id: str) -> Response:
     ticket = await _load_ticket(request, page, id)
     if isinstance(ticket, Response):
         return ticket
+    if ticket.get("userId") == page.user.get("id"):
+        # The contract's rule, said before asking: the page offers its seller no Purchase button anyway.
+        problems = Problems(general=["You cannot buy your own ticket."])
+        return render(request, page, "ticket.html", status_code=400, ticket=ticket, problems=problems)
     try:
         response = await service.reserve_ticket(page.api, page.visitor, ticket_id=ticket["id"])
     except ApiUnavailable:
