@@ -11,8 +11,8 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 MEMBERS := common $(sort $(wildcard services/*)) $(sort $(wildcard tools/*))
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
-# Checked strictly by mypy, in one run so that each sees the others' types.
-TYPED := common/ticketing_common tools/dev/ticketing_dev tools/testing/ticketing_testing
+# Checked strictly by mypy, in one run so that each sees the others' types (the web client too: it is new).
+TYPED := common/ticketing_common tools/dev/ticketing_dev tools/testing/ticketing_testing services/client/ticketing_client
 
 .PHONY: help install test lint typecheck lock dev dev-reset clean k8s-check k8s-lock browser screenshots
 

@@ -354,3 +354,50 @@ def test_dev_pays_with_the_fake_provider_and_needs_no_stripe_secret(k8s: type[K8
     env = k8s.env_of(dev.app_container("payments"))
     assert env["PAYMENT_PROVIDER"]["value"] == "fake"
     assert env["STRIPE_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+# --- the web client ---
+
+
+def test_the_client_calls_each_api_prefix_at_the_service_the_ingress_routes_it_to(
+    k8s: type[K8s], manifests: Manifests
+) -> None:
+    ingress = manifests.get("Ingress", "ingress-service")
+    api_routes = {
+        p["path"]: f"http://{p['backend']['service']['name']}:{p['backend']['service']['port']['number']}"
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+        if p["path"].startswith("/api/")
+    }
+    env = k8s.env_of(manifests.app_container("client"))
+    assert json.loads(env["API_BACKENDS"]["value"]) == api_routes
+    for url in api_routes.values():
+        manifests.get("Service", url.removeprefix("http://").split(":")[0])
+
+
+def test_the_client_manifest_environment_is_valid_client_settings(
+    k8s: type[K8s], manifests: Manifests, isolated_settings_env: pytest.MonkeyPatch
+) -> None:
+    settings_cls = k8s.settings_class("client")
+    for name in ("API_URL", "API_BACKENDS", "PAYMENT_PROVIDER", "STRIPE_PUBLISHABLE_KEY", "ENVIRONMENT"):
+        isolated_settings_env.delenv(name, raising=False)
+    environment = k8s.environment(manifests.app_container("client"), service="client", pod="p-0")
+    for name, value in environment.items():
+        isolated_settings_env.setenv(name, value)
+    settings = settings_cls()
+    assert settings.environment == ("local" if manifests.overlay == "dev" else "production")
+    # Payments charges through Stripe in prod, so the pay form must use Stripe's own card field there.
+    payments = k8s.env_of(manifests.app_container("payments"))["PAYMENT_PROVIDER"]["value"]
+    assert settings.payment_provider == payments
+
+
+def test_the_client_needs_no_database_nats_or_jwt_key(k8s: type[K8s], manifests: Manifests) -> None:
+    deployment = manifests.deployment("client")
+    env = k8s.env_of(manifests.app_container("client"))
+    assert not {"DATABASE_URL", "NATS_URL", "JWT_KEY"} & set(env)
+    assert all(c["name"] != "migrate" for c in k8s.pod_spec(deployment).get("initContainers", []))
+    assert manifests.find("StatefulSet", "client-postgres") is None
+    # Not an `api` pod: the NATS policy does not let it in; its own policy opens its HTTP port.
+    assert k8s.pod_labels(deployment)["app.kubernetes.io/component"] == "web"
+    policy = manifests.get("NetworkPolicy", "client-allow-http")
+    assert k8s.selects(policy["spec"]["podSelector"]["matchLabels"], k8s.pod_labels(deployment))
