@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from ticketing_client import service
 from ticketing_client.api import ApiUnavailable
-from ticketing_client.deps import PageDep
+from ticketing_client.deps import Page, PageDep
 from ticketing_client.pages import (
     api_error_page,
     error_page,
@@ -44,11 +44,11 @@ def _uuid_or_none(value: str) -> str | None:
         return None
 
 
-def _not_found(request: Request, page: PageDep) -> Response:
+def _not_found(request: Request, page: Page) -> Response:
     return error_page(request, page, Problems(general=["We could not find that."]), 404, "Not found")
 
 
-def _unavailable(request: Request, page: PageDep) -> Response:
+def _unavailable(request: Request, page: Page) -> Response:
     return error_page(request, page, Problems.unavailable(), 503, "Unavailable")
 
 
@@ -71,7 +71,7 @@ async def list_tickets(request: Request, page: PageDep, cursor: str | None = Non
 # --- sign up, sign in, sign out ---
 
 
-def _auth_form(request: Request, page: PageDep, kind: str, **context: Any) -> Response:
+def _auth_form(request: Request, page: Page, kind: str, **context: Any) -> Response:
     return render(request, page, "auth.html", kind=kind, **context)
 
 
@@ -103,7 +103,7 @@ async def sign_in(
     return await _authenticate(request, page, "signin", email, password, next)
 
 
-async def _authenticate(request: Request, page: PageDep, kind: str, email: str, password: str, next: str) -> Response:
+async def _authenticate(request: Request, page: Page, kind: str, email: str, password: str, next: str) -> Response:
     call = service.sign_up if kind == "signup" else service.sign_in
     try:
         response = await call(page.api, page.visitor, email=email, password=password)
@@ -168,9 +168,7 @@ async def create_ticket(request: Request, page: PageDep, title: FormText = "", p
     return await _save_ticket(request, page, None, title, price)
 
 
-async def _save_ticket(
-    request: Request, page: PageDep, ticket: dict[str, Any] | None, title: str, price: str
-) -> Response:
+async def _save_ticket(request: Request, page: Page, ticket: dict[str, Any] | None, title: str, price: str) -> Response:
     amount, price_problem = _price_or_problem(price)
     form = {"ticket": ticket, "title": title, "price": price}
     if price_problem:
@@ -196,7 +194,7 @@ async def _save_ticket(
     return see_other(f"/tickets/{response.body['id']}")
 
 
-async def _load_ticket(request: Request, page: PageDep, id: str) -> dict[str, Any] | Response:
+async def _load_ticket(request: Request, page: Page, id: str) -> dict[str, Any] | Response:
     ticket_id = _uuid_or_none(id)
     if ticket_id is None:
         return _not_found(request, page)
@@ -284,7 +282,7 @@ async def list_orders(request: Request, page: PageDep) -> Response:
 
 
 async def _order_page(
-    request: Request, page: PageDep, id: str, problems: Problems | None = None, status_code: int = 200
+    request: Request, page: Page, id: str, problems: Problems | None = None, status_code: int = 200
 ) -> Response:
     order_id = _uuid_or_none(id)
     if order_id is None:
@@ -343,7 +341,7 @@ async def pay_order(request: Request, page: PageDep, id: str, token: FormText = 
     return see_other(f"/orders/{order_id}?paid=1")
 
 
-async def _wait_until_complete(page: PageDep, order_id: str) -> None:
+async def _wait_until_complete(page: Page, order_id: str) -> None:
     # payment.created reaches orders a moment after the charge: wait briefly so the page usually shows "Complete";
     # if it is slower, the order page says the payment is being confirmed and refreshes itself.
     deadline = time.monotonic() + page.settings.consistency_wait_seconds
