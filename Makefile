@@ -11,10 +11,10 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 MEMBERS := common $(sort $(wildcard services/*)) $(sort $(wildcard tools/*))
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
-# Checked strictly by mypy, in one run so that each sees the others' types.
-TYPED := common/ticketing_common tools/dev/ticketing_dev tools/testing/ticketing_testing
+# Checked strictly by mypy, in one run so that each sees the others' types (the web client too: it is new).
+TYPED := common/ticketing_common tools/dev/ticketing_dev tools/testing/ticketing_testing services/client/ticketing_client
 
-.PHONY: help install test lint typecheck lock dev dev-reset clean k8s-check k8s-lock test-containers containers
+.PHONY: help install test lint typecheck lock dev dev-reset clean k8s-check k8s-lock test-containers containers browser screenshots
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,7 +69,21 @@ k8s-lock: | $(UV) ## Re-pin the Kubernetes check tools (.ci/k8s-tools.in)
 k8s-check: install $(K8S_TOOLS)/.synced ## Render, schema-validate and security-lint the manifests and Dockerfiles
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(K8S_TOOLS)/bin:$$PATH" bash infra/k8s/check.sh
 
-test: install k8s-check ## Lint, type-check and run every package's tests against real Postgres and NATS
+# The browser tests drive Debian's chromium through Playwright; Playwright never downloads a browser here.
+CHROMIUM ?= /usr/bin/chromium
+
+browser: ## Install Debian's chromium for the browser tests when it is missing (apt-get; root or sudo)
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "installing Debian's chromium for the browser tests (about 40 s)"; \
+		if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@"$(CHROMIUM)" --version 2>/dev/null | head -n 1
+
+screenshots: install browser ## Retake the README's screenshots of the web client (docs/screenshots/*.png)
+	SCREENSHOTS=docs/screenshots CHROMIUM=$(CHROMIUM) $(BIN)/pytest tests/test_browser.py -q
+
+test: install browser k8s-check ## Lint, type-check and run every package's tests against real Postgres and NATS
 	$(BIN)/ruff check .
 	$(BIN)/mypy $(TYPED)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -78,7 +92,7 @@ test: install k8s-check ## Lint, type-check and run every package's tests agains
 # runs a private dockerd under .containers/, stopped on exit). See infra/containers/run.sh.
 OVERLAY ?= dev
 
-test-containers: install ## Build the five images and run the dev overlay's wiring and the user journey on Docker
+test-containers: install ## Build the six images and run the dev overlay's wiring and the user journey on Docker
 	bash infra/containers/run.sh test
 
 containers: install ## Run the images as the manifests wire them (OVERLAY=dev|prod) on http://127.0.0.1:8080

@@ -55,9 +55,12 @@ def gateway(stack: Stack) -> str:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """On a failure, attach the tail of the stack's interleaved log to the report."""
+    """On a failure, attach the tail of the stack's interleaved log to the report; keep each phase's report on the
+    item (`item.rep_call`)."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
+    # The browser tests' fixtures read it while tearing down, to save the page of a failed test.
+    setattr(item, f"rep_{report.when}", report)
     running = getattr(item, "funcargs", {}).get("stack")
     if report.failed and isinstance(running, Stack):
         report.sections.append(("ticketing dev up (last lines)", running.log()[-8000:]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from systemkit import ROOT, TICKETING, Stack, eventually, pid_alive, service_present, start_stack
 
@@ -52,6 +54,26 @@ def test_serves_each_services_api_docs_through_the_gateway(stack: Stack) -> None
             response = stack.client().get(f"{service['api_prefix']}/docs")
             assert response.status_code == 200, name
             assert "swagger" in response.text.lower()
+
+
+def test_serves_the_web_client_at_the_root_without_a_database_of_its_own(stack: Stack) -> None:
+    assert f"{stack.url}/   (the web client)" in stack.log()
+    assert "client:migrate" not in stack.log()
+    home = stack.client().get("/")
+    assert home.status_code == 200
+    assert home.headers["content-type"].startswith("text/html")
+    assert stack.client().get("/api/users/currentuser").json() == {"currentUser": None}
+
+    async def databases() -> set[str]:
+        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{stack.state()['postgres_port']}/postgres")
+        try:
+            return {row["datname"] for row in await conn.fetch("SELECT datname FROM pg_database")}
+        finally:
+            await conn.close()
+
+    found = asyncio.run(databases())
+    assert {"auth", "tickets", "orders", "expiration", "payments"} <= found
+    assert "client" not in found
 
 
 def test_a_second_dev_up_says_one_is_running_instead_of_starting_a_copy(stack: Stack) -> None:

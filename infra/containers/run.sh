@@ -11,7 +11,7 @@ cd "$REPO"
 STATE="$REPO/.containers"
 MODE=${1:-test}
 OVERLAY=${2:-dev}
-SERVICES=(auth tickets orders expiration payments)
+SERVICES=(auth tickets orders expiration payments client)
 UV=${UV:-$(command -v uv || echo "$REPO/.tools/bin/uv")}
 PYTHON="$REPO/.venv/bin/python"
 # Debian's CLI: the one in /usr/local/bin may lack BuildKit support.

@@ -27,6 +27,9 @@ KNOWN_SERVICES = ("auth", "tickets", "orders", "expiration", "payments")
 SERVICES = tuple(
     dict.fromkeys([*KNOWN_SERVICES, *sorted(p.parent.name for p in (REPO / "services").glob("*/pyproject.toml"))])
 )
+# The web client owns no database and no NATS connection; every other service is a backend that owns both.
+WEB_SERVICES = ("client",)
+BACKENDS = tuple(s for s in SERVICES if s not in WEB_SERVICES)
 # Stand-ins for Secret values, shaped like real ones so that ENVIRONMENT=production accepts them.
 SECRET_STAND_IN = "k8s-check-" + "7f3a9c2e5b8d1f4a" * 3
 SECRET_STAND_INS = {"STRIPE_KEY": "sk_live_" + "7f3a9c2e5b8d1f4a" * 3}
@@ -55,6 +58,8 @@ class K8s:
     """Helpers that the tests reach through the `k8s` fixture (a test module cannot import a conftest by name)."""
 
     SERVICES = SERVICES
+    BACKENDS = BACKENDS
+    WEB_SERVICES = WEB_SERVICES
     NAMESPACE = NAMESPACE
     REPO = REPO
 
@@ -237,10 +242,17 @@ class ImageEnvironments:
         )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker that narrows a per-service test to the backends."""
+    config.addinivalue_line(
+        "markers", "backends: run a per-service test only for the services with a database and NATS"
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Run every test that takes `service` once per service."""
+    """Run every test that takes `service` once per service (once per backend when marked `backends`)."""
     if "service" in metafunc.fixturenames:
-        metafunc.parametrize("service", SERVICES)
+        metafunc.parametrize("service", BACKENDS if metafunc.definition.get_closest_marker("backends") else SERVICES)
 
 
 @pytest.fixture(scope="session")

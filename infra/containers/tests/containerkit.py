@@ -17,13 +17,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 STATE = REPO / ".containers"
-SERVICES = ("auth", "tickets", "orders", "expiration", "payments")
+API_SERVICES = ("auth", "tickets", "orders", "expiration", "payments")
+SERVICES = (*API_SERVICES, "client")  # every image run.sh builds; the web client has no database and no NATS
 # Test-only overrides of what the manifests set (not manifest edits): a short reservation window, so that the
 # expiration journey takes seconds, and a short ack wait, so that a redelivery after a SIGKILL does too.
 ORDER_EXPIRATION_SECONDS = 4
 OVERRIDES = [
     f"orders-depl/app/ORDER_EXPIRATION_SECONDS={ORDER_EXPIRATION_SECONDS}",
-    *(f"{s}-depl/app/NATS_ACK_WAIT_SECONDS=5" for s in SERVICES),
+    *(f"{s}-depl/app/NATS_ACK_WAIT_SECONDS=5" for s in API_SERVICES),
 ]
 T = TypeVar("T")
 

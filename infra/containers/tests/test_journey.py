@@ -62,3 +62,17 @@ def test_the_ingress_routes_only_its_paths_and_every_answer_has_a_request_id(sta
     signed_out = client.get("/api/users/currentuser", headers={"X-Request-ID": "container-test-1"})
     assert signed_out.json() == {"currentUser": None}
     assert signed_out.headers["x-request-id"] == "container-test-1"
+
+
+def test_the_web_client_serves_the_ticket_list_from_the_api_at_the_root(stack: Stack) -> None:
+    seller, _ = signup(stack)
+    title = "Client-side container gig"
+    assert seller.post("/api/tickets", json={"title": title, "price": 12}).status_code == 201
+
+    def listed() -> httpx.Response | None:
+        page = stack.client().get("/")
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"].startswith("text/html")
+        return page if title in page.text else None
+
+    assert "x-request-id" in eventually(listed).headers

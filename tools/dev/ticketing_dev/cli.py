@@ -154,7 +154,11 @@ def dev_status(state_dir: StateDirOption = None) -> None:
         for name, service in state.get("services", {}).items():
             ready = _probe(client, f"{service['url']}/readyz")
             all_ready = all_ready and ready == "ready"
-            docs = f"{state.get('gateway_url')}{service['api_prefix']}/docs" if service.get("api_prefix") else "-"
+            docs = "-"
+            if service.get("api_prefix"):
+                docs = f"{state.get('gateway_url')}{service['api_prefix']}/docs"
+            elif service.get("web_path"):
+                docs = f"{state.get('gateway_url')}{service['web_path']} (web client)"
             style = "green" if ready == "ready" else "red"
             table.add_row(
                 name,

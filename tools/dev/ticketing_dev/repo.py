@@ -43,12 +43,15 @@ def default_state_dir(root: Path | None = None) -> Path:
 
 @dataclass(frozen=True)
 class ServiceInfo:
-    """A service found under services/: its name, package and (when the ingress routes to it) its API prefix."""
+    """A service found under services/: its name, package, whether it owns a database, and where the ingress
+    routes to it (an /api/ prefix, or a page path such as the web client's `/`)."""
 
     name: str
     package: str
     directory: Path
     api_prefix: str | None = None
+    web_path: str | None = None
+    has_database: bool = True
 
     @property
     def backend(self) -> str:
@@ -57,7 +60,10 @@ class ServiceInfo:
 
 
 def discover_services(root: Path) -> list[ServiceInfo]:
-    """Every services/<name>/ folder holding a ticketing_<name> package with an app module."""
+    """Every services/<name>/ folder holding a ticketing_<name> package with an app module.
+
+    A package without migrations owns no database (the web client): it gets none, and nothing to migrate.
+    """
     from ticketing_dev.gateway import load_routes
 
     prefixes: dict[str, str] = {}
@@ -70,5 +76,16 @@ def discover_services(root: Path) -> list[ServiceInfo]:
     for directory in sorted(services_dir.iterdir() if services_dir.is_dir() else []):
         package = f"ticketing_{directory.name}"
         if (directory / package / "app.py").is_file():
-            found.append(ServiceInfo(directory.name, package, directory, prefixes.get(f"{directory.name}-srv")))
+            path = prefixes.get(f"{directory.name}-srv")
+            api = path is not None and path.startswith("/api/")
+            found.append(
+                ServiceInfo(
+                    directory.name,
+                    package,
+                    directory,
+                    api_prefix=path if api else None,
+                    web_path=None if api else path,
+                    has_database=(directory / package / "migrations").is_dir(),
+                )
+            )
     return found

@@ -238,6 +238,8 @@ class DevStack:
             JWT_KEY=os.environ.get("JWT_KEY") or LOCAL_JWT_KEY,
             COOKIE_SECURE="false",
             PYTHONUNBUFFERED="1",
+            # The web client calls the REST API where a browser would: through this gateway.
+            API_URL=self.gateway_url,
         )
         return env
 
@@ -249,17 +251,21 @@ class DevStack:
         try:
             existing = {row["datname"] for row in await conn.fetch("SELECT datname FROM pg_database")}
             for service in self.services.values():
-                if service.info.name not in existing:
+                if service.info.has_database and service.info.name not in existing:
                     await conn.execute(f'CREATE DATABASE "{service.info.name}"')
         finally:
             await conn.close()
         for service in self.services.values():
-            service.env["DATABASE_URL"] = self.postgres.url(service.info.name)
+            if service.info.has_database:
+                service.env["DATABASE_URL"] = self.postgres.url(service.info.name)
             service.env["NATS_URL"] = self.nats.url
 
     async def _migrate_and_spawn(self, service: _Service) -> None:
         assert self.zygote is not None
         name = service.info.name
+        if not service.info.has_database:
+            await self._spawn(service)
+            return
         pid = await self.zygote.spawn(
             kind="migrate",
             name=f"{name}-migrate",
@@ -366,6 +372,8 @@ class DevStack:
         for service in self.services.values():
             if service.info.api_prefix:
                 where = f"{self.gateway_url}{service.info.api_prefix}/docs"
+            elif service.info.web_path:
+                where = f"{self.gateway_url}{service.info.web_path}   (the web client)"
             else:
                 where = f"no HTTP API behind the gateway (readyz on http://127.0.0.1:{service.port}/readyz)"
             apis.append((service.info.name, where))
@@ -422,6 +430,7 @@ class DevStack:
                     "pid": s.pid,
                     "restarts": s.restarts,
                     "api_prefix": s.info.api_prefix,
+                    "web_path": s.info.web_path,
                     "package": s.info.package,
                 }
                 for name, s in self.services.items()
