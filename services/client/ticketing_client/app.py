@@ -127,8 +127,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        """Prometheus exposition."""
+    async def metrics_endpoint(request: Request) -> Response:
+        """Prometheus exposition, for scrapers that reach the pod directly.
+
+        The Ingress sends every path but /api/* to the client, /metrics included; a request that came through it (or
+        the dev gateway) carries X-Forwarded-For, and is answered as any unknown path is.
+        """
+        if "x-forwarded-for" in request.headers:
+            return JSONResponse({"errors": [{"message": "Not Found"}]}, status_code=404)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
