@@ -51,15 +51,23 @@ class RequestLimitsMiddleware:
             return
         header_bytes = 0
         declared: int | None = None
+        chunked = False
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value) + 4  # ": " and CRLF, as on the wire
             if name == b"content-length":
                 declared = int(value) if value.isdigit() else None
+            elif name == b"transfer-encoding":
+                chunked = True
         if header_bytes > self.max_header_bytes:
             await _refuse(send, 431, "Request headers are too large")
             return
         if declared is not None and declared > self.max_body_bytes:
             await _refuse(send, 413, _too_large(self.max_body_bytes))
+            return
+        if not chunked:
+            # No body, or one the server reads only up to its declared length: nothing left to count, so no
+            # wrappers on the hot path (every GET, and every POST that declares its length).
+            await self.app(scope, receive, send)
             return
 
         received = 0

@@ -78,6 +78,8 @@ class ServiceRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler  # nothing to parse: no wrapper on the hot GETs
 
         async def route_handler(request: Request) -> Response:
             return await handler(_JSONBodyRequest(request.scope, request.receive))

@@ -51,9 +51,16 @@ class UnitOfWork:
     callbacks registered with after_commit() run once it has committed. A rollback drops both.
     """
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], pool: asyncpg.Pool | None = None) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        pool: asyncpg.Pool | None = None,
+        *,
+        transactional: bool = True,
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._pool = pool
+        self._transactional = transactional
         self._session: AsyncSession | None = None
         self._driver: tuple[object, asyncpg.Connection] | None = None
         self._staged: list[dict[str, object]] = []
@@ -63,6 +70,8 @@ class UnitOfWork:
     def session(self) -> AsyncSession:
         """The transaction's session, opened on first use; its transaction begins with its first statement."""
         if self._session is None:
+            if not self._transactional:
+                raise RuntimeError("an autocommit unit of work has no transaction: take UnitOfWorkDep instead")
             self._session = self._sessionmaker()
         return self._session
 
@@ -99,6 +108,7 @@ class UnitOfWork:
         self, subject: str, payload: bytes, *, message_id: object, request_id: str | None = None
     ) -> None:
         """Stage a message that is not a catalog event (a dead-letter notice) the same way as enqueue()."""
+        self._require_transaction()
         self._staged.append(
             {
                 "id": message_id,
@@ -110,7 +120,13 @@ class UnitOfWork:
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run callback once this transaction has committed; never if it rolls back."""
+        self._require_transaction()
         self._callbacks.append(callback)
+
+    def _require_transaction(self) -> None:
+        # Nothing would ever commit what an autocommit unit stages: refuse it rather than lose it.
+        if not self._transactional:
+            raise RuntimeError("an autocommit unit of work has no transaction: take UnitOfWorkDep instead")
 
     async def commit(self) -> None:
         """Write the staged events, commit, then run the after-commit callbacks."""
@@ -169,3 +185,17 @@ async def get_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
 
 # scope="function": commit before the response is sent, so a failed commit can never follow a 2xx.
 UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work, scope="function")]
+
+
+async def get_autocommit_unit(request: Request) -> UnitOfWork:
+    """A unit of work with no transaction, for routes whose every statement is atomic on its own (uow.autocommit()).
+
+    It never opens a session, so it needs no teardown: a plain dependency instead of a yield one. FastAPI's teardown
+    of a yield dependency cost about a third of a single-row GET (bench/: read 0.50 with it, 0.8 without).
+    Opening a session or staging an event on it raises, so a route that needs a transaction cannot take it by mistake.
+    """
+    database: Database = request.app.state.database
+    return UnitOfWork(database.sessionmaker, database.pool, transactional=False)
+
+
+AutocommitDep = Annotated[UnitOfWork, Depends(get_autocommit_unit)]
