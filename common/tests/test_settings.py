@@ -89,7 +89,10 @@ def test_production_refuses_to_start_without_a_bus_identity(monkeypatch: pytest.
     with pytest.raises(SystemExit):
         load_settings(ServiceSettings)
     err = capsys.readouterr().err
-    assert err == "configuration error: NATS_NKEY_SEED is missing: every service speaks on the bus under its own identity\n"
+    assert (
+        err
+        == "configuration error: NATS_NKEY_SEED is missing: every service speaks on the bus under its own identity\n"
+    )
 
 
 def test_a_malformed_seed_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

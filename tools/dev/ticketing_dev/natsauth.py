@@ -32,7 +32,8 @@ def identities(config: Path) -> list[str]:
 
 def new_seed() -> str:
     """A fresh nkey user seed (SU...)."""
-    return nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode()
+    seed: bytes = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    return seed.decode()
 
 
 def public_key(seed: str) -> str:

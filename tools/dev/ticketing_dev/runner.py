@@ -26,8 +26,8 @@ from typing import Any
 from ticketing_dev.console import Printer, PrinterHandler, banner
 from ticketing_dev.errors import DevStackError
 from ticketing_dev.forkserver import STOP_TIMEOUT, Zygote
-from ticketing_dev.repo import ServiceInfo, discover_services, ingress_manifest, repo_root
 from ticketing_dev.natsauth import OPERATOR, PROVISIONER, NatsAuth, nats_config
+from ticketing_dev.repo import ServiceInfo, discover_services, ingress_manifest, repo_root
 from ticketing_dev.servers import NatsServer, PostgresServer, ServerError, free_port
 from ticketing_dev.state import STATE_FILE, StackLock, cmdline, pid_alive, read_state, write_state
 
