@@ -9,7 +9,7 @@ Nothing about the wiring is declared here a second time: every Deployment and St
 - each container gets its image, command and args (with `$(VAR)` expanded), its env with ConfigMap, Secret,
   field and resource references resolved from the rendered objects, the securityContext's user, group, fsGroup,
   read-only root filesystem, dropped capabilities and no-new-privileges, its CPU and memory limits, and its
-  emptyDir and PersistentVolumeClaim volumes (Docker volumes; fsGroup owns them, as the kubelet does);
+  emptyDir, ConfigMap and PersistentVolumeClaim volumes (Docker volumes; fsGroup owns them, as the kubelet does);
 - readiness is the manifest's own startup and readiness probes (httpGet, exec, tcpSocket), polled until they pass.
 
 What it does not do is listed in the README: no API server, scheduler, ingress controller, NetworkPolicies,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,3 +75,21 @@ class NatsAuth:
                 handle.write(seed + "\n")
             paths[name] = path
         return paths
+
+
+def main() -> None:
+    """`python -m ticketing_dev.natsauth [NAMESPACE]`: the kubectl commands that create a fresh key per identity.
+
+    Prints them (pipe to `sh`): each Secret `<identity>-nats-secret` holds NATS_NKEY_SEED (its owner's) and NATS_NKEY
+    (the public key, which the NATS server reads).
+    """
+    namespace = sys.argv[1] if len(sys.argv) > 1 else "ticketing"
+    for name, seed in NatsAuth.generate().seeds.items():
+        print(
+            f"kubectl -n {namespace} create secret generic {name}-nats-secret "
+            f"--from-literal=NATS_NKEY={public_key(seed)} --from-literal=NATS_NKEY_SEED={seed}"
+        )
+
+
+if __name__ == "__main__":
+    main()
