@@ -213,6 +213,10 @@ class Infra:
             await run_checked(
                 [PYTHON, "-m", "ticketing_common.migrations", package], env={**os.environ, "DATABASE_URL": url}
             )
+            # As the Deployments' `provision` initContainer: the streams and the service's durables, before it runs.
+            await run_checked(
+                [PYTHON, "-m", "ticketing_common.provision", package], env={**os.environ, "NATS_URL": self.nats_url}
+            )
         return url
 
     def service_env(self, name: str, database_url: str, **extra: str) -> dict[str, str]:

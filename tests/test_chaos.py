@@ -299,7 +299,8 @@ class Message:
 
 async def read_streams(stack: Stack) -> dict[str, list[Message]]:
     """Every message of every stream, in order, read with ephemeral ordered consumers."""
-    nc = await nats.connect(stack.state()["nats_url"])
+    state = stack.state()
+    nc = await nats.connect(state["nats_url"], nkeys_seed=state["nats_nkey_file"])  # the operator
     found: dict[str, list[Message]] = {}
     try:
         js = nc.jetstream()

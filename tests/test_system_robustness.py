@@ -12,9 +12,9 @@ from nats.js.api import DeliverPolicy
 from systemkit import Stack, eventually, needs, signup
 
 
-async def _stream_events(nats_url: str, subject: str) -> list[tuple[str, dict[str, Any], str]]:
+async def _stream_events(state: dict[str, Any], subject: str) -> list[tuple[str, dict[str, Any], str]]:
     """Every event the stream holds on a subject: (subject, payload, Nats-Msg-Id), read with an ephemeral consumer."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(state["nats_url"], nkeys_seed=state["nats_nkey_file"])  # the operator
     found: list[tuple[str, dict[str, Any], str]] = []
     try:
         js = nc.jetstream()
@@ -31,7 +31,7 @@ async def _stream_events(nats_url: str, subject: str) -> list[tuple[str, dict[st
 
 
 def stream_events(stack: Stack, subject: str) -> list[tuple[str, dict[str, Any], str]]:
-    return asyncio.run(_stream_events(stack.state()["nats_url"], subject))
+    return asyncio.run(_stream_events(stack.state(), subject))
 
 
 def consumers_settled(stack: Stack, *durables: str) -> bool:

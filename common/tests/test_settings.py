@@ -14,6 +14,7 @@ GOOD = {
     "NATS_URL": "nats://nats-srv:4222",
     "NATS_CLIENT_ID": "pod-1",
     "JWT_KEY": "k" * 40,
+    "NATS_NKEY_SEED": "SU" + "A" * 56,
 }
 
 
@@ -81,3 +82,31 @@ def test_a_service_refuses_to_start_without_its_settings() -> None:
         "configuration error: DATABASE_URL is missing; NATS_URL is missing; NATS_CLIENT_ID is missing; "
         "JWT_KEY is missing"
     ]
+
+
+def test_production_refuses_to_start_without_a_bus_identity(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    env(monkeypatch, **{k: v for k, v in GOOD.items() if k != "NATS_NKEY_SEED"})
+    with pytest.raises(SystemExit):
+        load_settings(ServiceSettings)
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "configuration error: NATS_NKEY_SEED is missing: every service speaks on the bus under its own identity\n"
+    )
+
+
+def test_a_malformed_seed_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    env(monkeypatch, **{**GOOD, "NATS_NKEY_SEED": "not-a-seed-but-a-secret-xyz"})
+    with pytest.raises(SystemExit):
+        load_settings(ServiceSettings)
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error: NATS_NKEY_SEED is invalid: ")
+    assert "not-a-seed-but-a-secret-xyz" not in err
+
+
+def test_the_seed_never_shows_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    env(monkeypatch, **GOOD)
+    settings = ServiceSettings()  # type: ignore[call-arg]
+    assert GOOD["NATS_NKEY_SEED"] not in repr(settings) and GOOD["NATS_NKEY_SEED"] not in str(settings.model_dump())
+    assert settings.nats_nkey_seed is not None
+    assert settings.nats_nkey_seed.get_secret_value() == GOOD["NATS_NKEY_SEED"]

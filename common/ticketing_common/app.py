@@ -120,9 +120,15 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        connection = await bus.connect(settings.nats_url, settings.nats_client_id)
-        js = connection.js
-        await bus.ensure_streams(js, replicas=settings.nats_stream_replicas)
+        seed = settings.nats_nkey_seed
+        connection = await bus.connect(
+            settings.nats_url,
+            settings.nats_client_id,
+            identity=spec.name,
+            nkey_seed=seed.get_secret_value() if seed is not None else None,
+            tls_ca_file=settings.nats_tls_ca_file,
+        )
+        js = connection.js  # streams and durables exist already: the provisioner made them (provision.py)
         pool = await asyncpg.create_pool(
             asyncpg_dsn(settings.database_url), min_size=1, max_size=10, reset=_keep_session
         )
@@ -171,6 +177,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         telemetry=_NO_OPENTELEMETRY,
     )
     app.state.settings = settings
+    app.state.spec = spec  # the test harness provisions the spec's durables before the lifespan binds them
     install_error_handlers(app, spec.missing_messages)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestLimitsMiddleware)  # before anything reads the request, but inside the request id

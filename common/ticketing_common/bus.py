@@ -1,4 +1,4 @@
-"""The NATS connection: reconnects forever, ends the process if it closes, provisions the streams."""
+"""The NATS connection: reconnects forever, ends the process if it closes, speaks under one identity."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -50,8 +52,25 @@ class BusConnection:
             await self.nc.close()
 
 
-async def connect(url: str, name: str, *, on_closed: Callable[[], None] | None = _terminate_process) -> BusConnection:
-    """Connect with unlimited reconnects; a connection that closes unexpectedly ends the process."""
+def inbox_prefix(identity: str) -> str:
+    """The reply inbox of an identity: the server lets each one subscribe to its own only (infra/k8s/base/nats)."""
+    return f"_INBOX_{identity}"
+
+
+async def connect(
+    url: str,
+    name: str,
+    *,
+    identity: str | None = None,
+    nkey_seed: str | None = None,
+    tls_ca_file: str | None = None,
+    on_closed: Callable[[], None] | None = _terminate_process,
+) -> BusConnection:
+    """Connect with unlimited reconnects; a connection that closes unexpectedly ends the process.
+
+    `nkey_seed` proves `identity` (a service's name, `provisioner`, `operator`) to the server, which then allows
+    only what that identity may do; `tls_ca_file` verifies the server of a tls:// URL against a private CA.
+    """
     connection: BusConnection | None = None
 
     async def disconnected() -> None:
@@ -67,9 +86,17 @@ async def connect(url: str, name: str, *, on_closed: Callable[[], None] | None =
         if (connection is None or not connection.closing) and on_closed is not None:
             on_closed()
 
+    options: dict[str, Any] = {}
+    if identity is not None:
+        options["inbox_prefix"] = inbox_prefix(identity)
+    if nkey_seed is not None:
+        options["nkeys_seed_str"] = nkey_seed
+    if tls_ca_file is not None:
+        options["tls"] = ssl.create_default_context(cafile=tls_ca_file)
     nc = await nats.connect(
         url,
         name=name,
+        **options,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=2,

@@ -111,26 +111,34 @@ class Listener(ABC, Generic[E]):
     async def handle(self, event: E, uow: UnitOfWork) -> None:
         """Apply the event inside the given unit of work; raise EventOutOfOrder to retry later."""
 
-    def consumer_config(self) -> ConsumerConfig:
-        """Deliver-all, explicit ack, ack_wait and max_deliver, filtered to this subject."""
+    @classmethod
+    def consumer_config_for(cls, service: str, ack_wait: float | None = None) -> ConsumerConfig:
+        """The durable's config for a service: deliver-all, explicit ack, ack_wait and max_deliver, one subject."""
+        durable = durable_name(service, cls.event_type.subject)
         return ConsumerConfig(
-            name=self.durable,
-            durable_name=self.durable,
+            name=durable,
+            durable_name=durable,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.effective_ack_wait,
-            max_deliver=self.max_deliver,
-            filter_subject=self.subject,
+            ack_wait=ack_wait if ack_wait is not None else cls.ack_wait,
+            max_deliver=cls.max_deliver,
+            filter_subject=cls.event_type.subject,
             max_ack_pending=1000,
         )
 
+    def consumer_config(self) -> ConsumerConfig:
+        """This listener's durable config."""
+        return self.consumer_config_for(self.service, self.effective_ack_wait)
+
     async def ensure_consumer(self) -> None:
-        """Create the durable, or update it to this config (js.subscribe would silently keep an old one)."""
+        """Create the durable, or update it to this config (js.subscribe would silently keep an old one).
+
+        Needs the provisioner's rights (ticketing_common.provision): a service may use its durables, not create them.
+        """
         await self.js.add_consumer(self.stream, self.consumer_config())
 
     async def start(self) -> None:
-        """Bind the durable and consume in the background."""
-        await self.ensure_consumer()
+        """Bind the durable the provisioner created, and consume in the background."""
         self._sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         self._task = asyncio.create_task(self._run(self._sub), name=f"listener-{self.durable}")
 

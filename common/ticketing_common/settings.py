@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset(
@@ -35,6 +36,13 @@ class ServiceSettings(BaseSettings):
     database_url: str = Field(description="postgresql+asyncpg:// URL of the service's own database")
     nats_url: str = Field(description="nats:// URL of the JetStream server")
     nats_client_id: str = Field(min_length=1, description="Connection name; the pod name in Kubernetes")
+    nats_nkey_seed: SecretStr | None = Field(
+        default=None,
+        description="The service's own NATS identity (an nkey user seed, SU...); required outside local and test",
+    )
+    nats_tls_ca_file: str | None = Field(
+        default=None, description="CA bundle that verifies the server of a tls:// NATS_URL (prod); else the system's"
+    )
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
     jwt_key: str = Field(description="HS256 secret shared by every service")
     jwt_ttl_seconds: int = Field(default=24 * 3600, gt=0)
@@ -69,9 +77,19 @@ class ServiceSettings(BaseSettings):
             raise ValueError("must be a nats:// URL")
         return value
 
+    @field_validator("nats_nkey_seed")
+    @classmethod
+    def _user_seed(cls, value: SecretStr | None) -> SecretStr | None:
+        # The shape only (a user seed is 58 base32 characters starting SU); nats-py checks the rest on connect.
+        if value is not None and not re.fullmatch(r"SU[A-Z2-7]{56}", value.get_secret_value()):
+            raise ValueError("must be an nkey user seed (58 characters starting with SU)")
+        return value
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> ServiceSettings:
         if self.environment not in LOCAL_ENVIRONMENTS:
+            if self.nats_nkey_seed is None:
+                raise ValueError("NATS_NKEY_SEED is missing: every service speaks on the bus under its own identity")
             for name in self.secret_fields():
                 value = str(getattr(self, name) or "")
                 if value.lower() in PLACEHOLDER_SECRETS or len(value) < 32:

@@ -9,7 +9,7 @@ Nothing about the wiring is declared here a second time: every Deployment and St
 - each container gets its image, command and args (with `$(VAR)` expanded), its env with ConfigMap, Secret,
   field and resource references resolved from the rendered objects, the securityContext's user, group, fsGroup,
   read-only root filesystem, dropped capabilities and no-new-privileges, its CPU and memory limits, and its
-  emptyDir and PersistentVolumeClaim volumes (Docker volumes; fsGroup owns them, as the kubelet does);
+  emptyDir, ConfigMap and PersistentVolumeClaim volumes (Docker volumes; fsGroup owns them, as the kubelet does);
 - readiness is the manifest's own startup and readiness probes (httpGet, exec, tcpSocket), polled until they pass.
 
 What it does not do is listed in the README: no API server, scheduler, ingress controller, NetworkPolicies,
@@ -62,6 +62,11 @@ def user_secret(name: str) -> dict[str, str] | None:
         return {"STRIPE_KEY": os.environ.get("STRIPE_KEY") or "sk_test_" + secrets.token_hex(24)}
     if match := re.fullmatch(r"([a-z]+)-postgres-secret", name):
         return {"POSTGRES_USER": match.group(1), "POSTGRES_PASSWORD": secrets.token_hex(24)}
+    if re.fullmatch(r"[a-z]+-nats-secret", name):
+        from ticketing_dev.natsauth import new_seed, public_key
+
+        seed = new_seed()
+        return {"NATS_NKEY_SEED": seed, "NATS_NKEY": public_key(seed)}
     return None
 
 
@@ -264,6 +269,7 @@ class Stack:
 
     def _make_volumes(self, pod: Pod) -> None:
         """emptyDirs (fresh per pod) and the StatefulSet's claims (kept by name, as PVCs outlive pods)."""
+        files: dict[str, dict[str, str]] = {}  # volume name -> its files, as the kubelet projects a ConfigMap
         claims = [t["metadata"]["name"] for t in pod.workload["spec"].get("volumeClaimTemplates", [])]
         for claim in claims:
             pod.volumes[claim] = f"{claim}-{pod.name}"
@@ -272,6 +278,9 @@ class Stack:
                 pod.volumes[volume["name"]] = f"{pod.name}_{volume['name']}"
             elif "persistentVolumeClaim" in volume:
                 pod.volumes[volume["name"]] = volume["persistentVolumeClaim"]["claimName"]
+            elif "configMap" in volume:
+                pod.volumes[volume["name"]] = f"{pod.name}_{volume['name']}"
+                files[volume["name"]] = self._volume_files(volume["configMap"])
             else:
                 raise HarnessError(f"{pod.name}: volume {volume['name']} is of a kind the harness does not run")
         fs_group = pod.spec.get("securityContext", {}).get("fsGroup")
@@ -284,6 +293,25 @@ class Stack:
             script = "chmod 0777 /v/*" if fs_group is None else f"chgrp -R {fs_group} /v/* && chmod 2775 /v/*"
             helper = ["run", "--rm", "--network", "none", "--user", "0:0", *mounts, "--entrypoint", "sh"]
             docker(*helper, self.pause_image, "-c", script)
+        for name, contents in files.items():
+            for key, text in contents.items():
+                write = ["docker", "run", "--rm", "-i", "--network", "none", "--user", "0:0", *mounts]
+                command = f'cat > "/v/{name}/{key}" && chmod 0644 "/v/{name}/{key}"'
+                subprocess.run(
+                    [*write, "--entrypoint", "sh", self.pause_image, "-c", command],
+                    input=text.encode(),
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                )
+
+    def _volume_files(self, source: dict[str, Any]) -> dict[str, str]:
+        """The files of a configMap volume: every key, or only its items, each under its path."""
+        data = self._config_map(source["name"])
+        if data is None:
+            raise HarnessError(f"ConfigMap {source['name']} is not in the rendered overlay")
+        items = source.get("items") or [{"key": key, "path": key} for key in data]
+        return {item["path"]: data[item["key"]] for item in items}
 
     def _run_init(self, pod: Pod, container: dict[str, Any]) -> None:
         name = pod.container_name(container["name"])

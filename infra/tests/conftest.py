@@ -32,7 +32,10 @@ WEB_SERVICES = ("client",)
 BACKENDS = tuple(s for s in SERVICES if s not in WEB_SERVICES)
 # Stand-ins for Secret values, shaped like real ones so that ENVIRONMENT=production accepts them.
 SECRET_STAND_IN = "k8s-check-" + "7f3a9c2e5b8d1f4a" * 3
-SECRET_STAND_INS = {"STRIPE_KEY": "sk_live_" + "7f3a9c2e5b8d1f4a" * 3}
+SECRET_STAND_INS = {
+    "STRIPE_KEY": "sk_live_" + "7f3a9c2e5b8d1f4a" * 3,
+    "NATS_NKEY_SEED": "SU" + "K2SCHECK" * 7,  # the shape of an nkey user seed
+}
 
 
 def kubectl() -> str:

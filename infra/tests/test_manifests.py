@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from conftest import ImageEnvironments, K8s, Manifests
 
 # Secrets the manifests may reference without generating them: the README tells how to create each.
-DOCUMENTED_SECRETS = {"jwt-secret", "stripe-secret", "ticketing-tls", "*-postgres-secret"}
+DOCUMENTED_SECRETS = {"jwt-secret", "stripe-secret", "ticketing-tls", "nats-tls", "*-postgres-secret", "*-nats-secret"}
 
 
 def test_every_service_has_a_deployment_and_a_cluster_ip_service_on_port_8000(
@@ -111,7 +111,8 @@ def test_every_service_names_its_nats_connection_after_its_pod_and_takes_jwt_key
     env = k8s.env_of(manifests.app_container(service))
     assert env["NATS_CLIENT_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["JWT_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "jwt-secret", "key": "JWT_KEY"}
-    assert env["NATS_URL"]["value"] == "nats://nats-srv:4222"
+    scheme = "tls" if manifests.overlay == "prod" else "nats"
+    assert env["NATS_URL"]["value"] == f"{scheme}://nats-srv:4222"
     assert env["COOKIE_SECURE"]["value"] == "true"
 
 
@@ -136,7 +137,7 @@ def test_every_secret_a_manifest_needs_is_generated_by_the_overlay_or_created_by
     undocumented = {
         name
         for name in referenced - generated
-        if re.sub(r"^\w+-postgres-", "*-postgres-", name) not in DOCUMENTED_SECRETS
+        if re.sub(r"^\w+-(postgres|nats)-", r"*-\1-", name) not in DOCUMENTED_SECRETS
     }
     assert undocumented == set()
 
@@ -231,13 +232,16 @@ def test_nats_runs_jetstream_on_a_volume_under_the_seed_names(k8s: type[K8s], ma
     server = k8s.container(nats, "nats")
     args = server["args"]
     assert "-js" in args
-    assert args[args.index("-m") + 1] == "8222"
     store = args[args.index("-sd") + 1]
     mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}
     claim = nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
     assert store.startswith(mounts[claim] + "/")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert server[probe]["httpGet"]["path"] == "/healthz?js-enabled-only=true"
+        if manifests.overlay == "prod":  # monitoring listens on the pod's loopback only: probed from inside
+            assert server[probe]["exec"]["command"][-1] == "http://127.0.0.1:8222/healthz?js-enabled-only=true"
+        else:
+            assert args[args.index("-m") + 1] == "8222"
+            assert server[probe]["httpGet"]["path"] == "/healthz?js-enabled-only=true"
     srv = manifests.get("Service", "nats-srv")
     assert {p["name"]: p["port"] for p in srv["spec"]["ports"]} == {"client": 4222, "monitoring": 8222}
     assert k8s.selects(srv["spec"]["selector"], nats["spec"]["template"]["metadata"]["labels"])
@@ -401,3 +405,94 @@ def test_the_client_needs_no_database_nats_or_jwt_key(k8s: type[K8s], manifests:
     assert k8s.pod_labels(deployment)["app.kubernetes.io/component"] == "web"
     policy = manifests.get("NetworkPolicy", "client-allow-http")
     assert k8s.selects(policy["spec"]["podSelector"]["matchLabels"], k8s.pod_labels(deployment))
+
+
+def _nats_config_files(manifests: Manifests) -> dict[str, str]:
+    (config,) = [c for c in manifests.all("ConfigMap") if c["metadata"]["name"].startswith("nats-config")]
+    return dict(config["data"])
+
+
+def test_nats_enforces_the_committed_nats_conf_with_every_identity_key_from_its_own_secret(
+    k8s: type[K8s], manifests: Manifests
+) -> None:
+    nats = manifests.get("StatefulSet", "nats-depl")
+    server = k8s.container(nats, "nats")
+    files = _nats_config_files(manifests)
+    assert files["nats.conf"] == (k8s.REPO / "infra/k8s/base/nats/nats.conf").read_text()
+    config_path = server["args"][server["args"].index("-c") + 1]
+    mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
+    volumes = {v["name"]: v for v in k8s.pod_spec(nats)["volumes"]}
+    assert volumes[mounts["/etc/nats"]]["configMap"]["name"].startswith("nats-config")
+    assert config_path.removeprefix("/etc/nats/") in files
+    identities = sorted(set(re.findall(r"\$NATS_([A-Z]+)_NKEY", files["nats.conf"])))
+    assert set(identities) >= {s.upper() for s in k8s.BACKENDS} | {"PROVISIONER", "OPERATOR"}
+    env = k8s.env_of(server)
+    for identity in identities:
+        ref = env[f"NATS_{identity}_NKEY"]["valueFrom"]["secretKeyRef"]
+        assert (re.sub(r"-[a-z0-9]{10}$", "", ref["name"]), ref["key"]) == (
+            f"{identity.lower()}-nats-secret",
+            "NATS_NKEY",
+        )
+    assert "no_auth_user" not in files["nats.conf"]  # an anonymous client is refused
+
+
+@pytest.mark.backends
+def test_every_service_speaks_on_the_bus_under_its_own_identity_and_never_holds_the_provisioners(
+    k8s: type[K8s], manifests: Manifests, service: str
+) -> None:
+    deployment = manifests.get("Deployment", f"{service}-depl")
+    env = k8s.env_of(manifests.app_container(service))
+    ref = env["NATS_NKEY_SEED"]["valueFrom"]["secretKeyRef"]
+    assert re.sub(r"-[a-z0-9]{10}$", "", ref["name"]) == f"{service}-nats-secret"
+    for container in k8s.all_containers(deployment):
+        names = {
+            re.sub(r"-[a-z0-9]{10}$", "", e["valueFrom"]["secretKeyRef"]["name"])
+            for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        if container["name"] == "provision":
+            assert names == {"provisioner-nats-secret"}
+            assert container["command"][-1].count(f"ticketing_common.provision ticketing_{service} ") == 1
+        else:
+            assert "provisioner-nats-secret" not in names and "operator-nats-secret" not in names
+
+
+@pytest.mark.backends
+def test_a_service_with_durables_provisions_them_before_it_starts(
+    k8s: type[K8s], manifests: Manifests, service: str
+) -> None:
+    package = k8s.service_package(service)
+    from ticketing_common.provision import listener_types
+
+    inits = [c["name"] for c in k8s.pod_spec(manifests.get("Deployment", f"{service}-depl")).get("initContainers", [])]
+    assert ("provision" in inits) == bool(listener_types(package))
+
+
+def test_no_pod_may_reach_the_nats_monitoring_port(manifests: Manifests) -> None:
+    policy = manifests.get("NetworkPolicy", "nats-allow")
+    ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
+    assert 8222 not in ports and ports == {4222, 6222}
+
+
+def test_prod_nats_clients_use_tls_verified_by_the_ca_alone_and_monitoring_stays_on_loopback(
+    k8s: type[K8s], prod: Manifests
+) -> None:
+    files = _nats_config_files(prod)
+    server = k8s.container(prod.get("StatefulSet", "nats-depl"), "nats")
+    config = files[server["args"][server["args"].index("-c") + 1].removeprefix("/etc/nats/")]
+    assert "include nats.conf" in config
+    assert re.search(r'^http: "127\.0\.0\.1:8222"$', config, re.M)
+    assert re.search(r"^tls \{", config, re.M)
+    assert "-m" not in server["args"] and "--http_port" not in server["args"]
+    for service in k8s.BACKENDS:
+        deployment = prod.get("Deployment", f"{service}-depl")
+        volumes = {v["name"]: v for v in k8s.pod_spec(deployment)["volumes"]}
+        for container in k8s.all_containers(deployment):
+            env = k8s.env_of(container)
+            if "NATS_URL" not in env:
+                continue
+            assert env["NATS_URL"]["value"].startswith("tls://"), container["name"]
+            ca = env["NATS_TLS_CA_FILE"]["value"]
+            mount = next(m for m in container["volumeMounts"] if ca.startswith(m["mountPath"] + "/"))
+            secret = volumes[mount["name"]]["secret"]
+            assert secret["secretName"] == "nats-tls" and secret["items"] == [{"key": "ca.crt", "path": "ca.crt"}]

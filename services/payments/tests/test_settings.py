@@ -19,6 +19,7 @@ def settings(**values: Any) -> Settings:
         "nats_url": "nats://nats:4222",
         "nats_client_id": "payments-0",
         "jwt_key": PRODUCTION_JWT,
+        "nats_nkey_seed": "SU" + "A" * 56,
     }
     return Settings(**{**base, **values})
 

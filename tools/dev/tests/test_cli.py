@@ -25,6 +25,14 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "err", Console(width=250, highlight=False, no_color=True, stderr=True))
 
 
+@pytest.fixture(autouse=True)
+def operator_identity(servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The command connects as the operator, from the seed file TICKETING_NATS_NKEY_FILE names."""
+    path = servers.nats_auth.write_seeds(tmp_path / "nats-keys")["operator"]
+    monkeypatch.setenv("TICKETING_NATS_NKEY_FILE", str(path))
+    return path
+
+
 async def invoke(*args: str) -> Result:
     """Run the command in a thread: it runs its own event loop."""
     return await asyncio.to_thread(CliRunner().invoke, cli.app, list(args))
@@ -199,3 +207,13 @@ async def test_dev_up_refuses_the_committed_key_on_a_non_loopback_address(
 )
 def test_the_committed_key_is_fine_on_loopback_or_when_jwt_key_is_set(host: str, key: str | None) -> None:
     runner.check_session_key(host, {"JWT_KEY": key} if key else {})
+
+
+async def test_events_tail_without_an_identity_is_refused_in_one_line(
+    clean_state: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TICKETING_NATS_NKEY_FILE")
+    result = await invoke("events", "tail", "--timeout", "0.3", "-s", clean_state.nats.url)
+    assert result.exit_code == 1
+    assert "authorization violation" in result.output.lower()
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output

@@ -267,8 +267,13 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def _nkey_file() -> str | None:
+    """The operator's NATS identity: TICKETING_NATS_NKEY_FILE (a seed file), else the running dev stack's."""
+    return os.environ.get("TICKETING_NATS_NKEY_FILE") or (_running_state() or {}).get("nats_nkey_file")
+
+
 async def _connect(url: str, timeout: float = 3.0) -> Any:
-    """A NATS connection, or CliError naming why not (nats-py retries a refused first connect on its own)."""
+    """A NATS connection as the operator, or CliError naming why not (nats-py retries a refused first connect)."""
     import nats
 
     errors: list[BaseException] = []
@@ -276,9 +281,18 @@ async def _connect(url: str, timeout: float = 3.0) -> Any:
     async def on_error(exc: BaseException) -> None:
         errors.append(exc)
 
+    seed_file = _nkey_file()
+    credentials = {"nkeys_seed": seed_file} if seed_file else {}
     try:
         return await asyncio.wait_for(
-            nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False, error_cb=on_error),
+            nats.connect(
+                url,
+                connect_timeout=2,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+                error_cb=on_error,
+                **credentials,
+            ),
             timeout,
         )
     except Exception as exc:

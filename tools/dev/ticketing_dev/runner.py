@@ -26,6 +26,7 @@ from typing import Any
 from ticketing_dev.console import Printer, PrinterHandler, banner
 from ticketing_dev.errors import DevStackError
 from ticketing_dev.forkserver import STOP_TIMEOUT, Zygote
+from ticketing_dev.natsauth import OPERATOR, PROVISIONER, NatsAuth, nats_config
 from ticketing_dev.repo import ServiceInfo, discover_services, ingress_manifest, repo_root
 from ticketing_dev.servers import NatsServer, PostgresServer, ServerError, free_port
 from ticketing_dev.state import STATE_FILE, StackLock, cmdline, pid_alive, read_state, write_state
@@ -193,10 +194,15 @@ class DevStack:
         self.postgres = PostgresServer(
             self.state_dir / "pg", port=options.postgres_port or free_port(), ephemeral=False
         )
+        # Fresh identities each run, under the cluster's nats.conf: the services' seeds go in their env, and the
+        # operator's seed file is what `ticketing events`/`broker` connect with (never committed: .state/).
+        self.nats_auth = NatsAuth.generate(nats_config(self.root))
+        self.nkey_files = self.nats_auth.write_seeds(self.state_dir / "nats-keys")
         self.nats = NatsServer(
             self.state_dir / "nats",
             port=options.nats_port or free_port(),
             monitor_port=options.monitor_port or free_port(),
+            auth=self.nats_auth,
         )
         for info in infos:
             port = options.service_ports.get(info.name) or _env_port(info.name) or free_port()
@@ -224,9 +230,36 @@ class DevStack:
             self.out.say(f"warning: {module} does not import ({error})")
         await self._create_databases()
         self._server_watch = asyncio.create_task(self._watch_servers())
+        await self._provision()
         await asyncio.gather(*(self._migrate_and_spawn(service) for service in self.services.values()))
         self._write_state()
         await self._wait_ready()
+
+    async def _provision(self) -> None:
+        """The cluster's `provision` initContainers, as the provisioner: streams, then each service's durables."""
+        from ticketing_common import bus
+        from ticketing_common.provision import listener_types, provision
+
+        assert self.nats is not None
+        connection = await bus.connect(
+            self.nats.url,
+            "provision-local",
+            identity=PROVISIONER,
+            nkey_seed=self.nats_auth.seed(PROVISIONER),
+            on_closed=None,
+        )
+        ack_wait = os.environ.get("NATS_ACK_WAIT_SECONDS")
+        try:
+            for service in self.services.values():
+                if service.info.name in self.nats_auth.seeds:
+                    await provision(
+                        connection.js,
+                        service=service.info.name,
+                        listeners=await asyncio.to_thread(listener_types, service.info.package),
+                        ack_wait=float(ack_wait) if ack_wait else None,
+                    )
+        finally:
+            await connection.close()
 
     def _service_env(self, info: ServiceInfo) -> dict[str, str]:
         env = dict(os.environ)  # ORDER_EXPIRATION_SECONDS, PAYMENT_PROVIDER, LOG_LEVEL... pass through
@@ -241,6 +274,8 @@ class DevStack:
             # The web client calls the REST API where a browser would: through this gateway.
             API_URL=self.gateway_url,
         )
+        if info.name in self.nats_auth.seeds:  # the web client has no bus identity: it never connects
+            env["NATS_NKEY_SEED"] = self.nats_auth.seed(info.name)
         return env
 
     async def _create_databases(self) -> None:
@@ -416,6 +451,7 @@ class DevStack:
             "gateway_url": self.gateway_url,
             "nats_url": self.nats.url if self.nats else None,
             "monitor_url": self.nats.monitor_url if self.nats else None,
+            "nats_nkey_file": str(self.nkey_files[OPERATOR]) if self.nats else None,
             "postgres_port": self.postgres.port if self.postgres else None,
             "postgres_pid": self.postgres.running_pid() if self.postgres else None,
             "nats_pid": self.nats.pid if self.nats else None,

@@ -20,8 +20,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 PG_SYSTEM_USER = "ticketing-pg"
+
+if TYPE_CHECKING:
+    from ticketing_dev.natsauth import NatsAuth
 
 
 class ServerError(RuntimeError):
@@ -339,6 +343,8 @@ class NatsServer(_ChildProcess):
     store_dir: Path
     port: int = 0
     monitor_port: int = 0
+    # With it, the server enforces the cluster's nats.conf with these keys; without it, anyone may connect.
+    auth: NatsAuth | None = field(default=None, repr=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -382,9 +388,13 @@ class NatsServer(_ChildProcess):
             "-P",
             str(self.pid_file),
         ]
+        env = None
+        if self.auth is not None:
+            args += ["-c", str(self.auth.config)]  # the flags above override the file's ports and paths
+            env = {**os.environ, **self.auth.server_env()}
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child for its lifetime
         self._proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_child_setup()
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_child_setup(), env=env
         )
         log.close()
         _wait_for(self._is_healthy, timeout, "nats-server", self._proc)

@@ -21,8 +21,10 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from ticketing_common import bus
-from ticketing_common.app import Runtime
+from ticketing_common.app import Runtime, ServiceSpec
 from ticketing_common.migrations import schema_differences, upgrade
+from ticketing_common.provision import listener_types, provision, service_name
+from ticketing_dev.natsauth import OPERATOR, NatsAuth
 from ticketing_dev.servers import NatsServer, PostgresServer
 from ticketing_testing import TEST_JWT_KEY, EventCapture
 
@@ -34,6 +36,21 @@ class Servers:
     postgres: PostgresServer
     nats: NatsServer
     databases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def nats_auth(self) -> NatsAuth:
+        """The broker's identities: the tests run with the cluster's authorization on."""
+        assert self.nats.auth is not None
+        return self.nats.auth
+
+    async def connect_nats(self, identity: str = OPERATOR, **options: Any) -> NATS:
+        """A connection to the test broker as one identity; the operator (the tests' admin) by default."""
+        return await nats.connect(
+            self.nats.url,
+            nkeys_seed_str=self.nats_auth.seed(identity),
+            inbox_prefix=bus.inbox_prefix(identity),
+            **options,
+        )
 
     def database(self, package: str) -> str:
         """The URL of the package's test database, created and migrated once per run."""
@@ -51,7 +68,7 @@ def servers() -> Iterator[Servers]:
     base = Path(tempfile.mkdtemp(prefix="ticketing-test-"))
     os.chmod(base, 0o755)  # the Postgres system user must reach its data directory when we are root
     postgres = PostgresServer(base / "pg")
-    nats_server = NatsServer(base / "nats")
+    nats_server = NatsServer(base / "nats", auth=NatsAuth.generate())
     try:
         postgres.start()
         nats_server.start()
@@ -96,9 +113,9 @@ async def migrated_schema_differences(servers: Servers, package: str, metadata: 
     return differences
 
 
-async def delete_streams(nats_url: str) -> None:
+async def delete_streams(servers: Servers) -> None:
     """Remove every stream (and so every consumer) so no test sees another's events."""
-    nc = await nats.connect(nats_url)
+    nc = await servers.connect_nats()
     try:
         js = nc.jetstream()
         for info in await js.streams_info():
@@ -112,7 +129,7 @@ async def delete_streams(nats_url: str) -> None:
 async def clean_state(servers: Servers) -> Servers:
     """Empty the databases migrated so far and the broker."""
     await asyncio.gather(*(truncate_all(url) for url in servers.databases.values()))
-    await delete_streams(servers.nats.url)
+    await delete_streams(servers)
     return servers
 
 
@@ -145,12 +162,33 @@ class RunningService:
 ServiceStarter = Callable[..., Awaitable[RunningService]]
 
 
+async def provision_service(servers: Servers, spec: ServiceSpec, settings: Any) -> None:
+    """What the cluster's `provision` initContainer does, as the provisioner: streams and the service's durables."""
+    nc = await servers.connect_nats("provisioner")
+    try:
+        await provision(
+            nc.jetstream(),
+            service=spec.name,
+            listeners=listener_types(spec.package),
+            ack_wait=settings.nats_ack_wait_seconds,
+            replicas=settings.nats_stream_replicas,
+        )
+    finally:
+        await nc.close()
+
+
 def service_settings(settings_cls: type[Any], servers: Servers, package: str, **overrides: Any) -> Any:
-    """Settings for a service under test: its test database, the test broker, the test JWT key."""
+    """Settings for a service under test: its test database, the test broker under its own identity, the JWT key.
+
+    A service of the catalog speaks as itself, with exactly the rights the cluster gives it; a test-only app (the
+    common tests' probe) as the operator.
+    """
+    identity = service_name(package)
     values: dict[str, Any] = {
         "environment": "test",
         "database_url": servers.database(package),
         "nats_url": servers.nats.url,
+        "nats_nkey_seed": servers.nats_auth.seeds.get(identity) or servers.nats_auth.seed(OPERATOR),
         "nats_client_id": f"{package}-test",
         "jwt_key": TEST_JWT_KEY,
         "cookie_secure": False,
@@ -171,6 +209,7 @@ async def start_service(clean_state: Servers) -> AsyncIterator[ServiceStarter]:
     ) -> RunningService:
         settings = service_settings(settings_cls, clean_state, package, **overrides)
         app = factory(settings)
+        await provision_service(clean_state, app.state.spec, settings)
         manager = LifespanManager(app, startup_timeout=30, shutdown_timeout=30)
         await manager.__aenter__()
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
@@ -187,7 +226,7 @@ async def start_service(clean_state: Servers) -> AsyncIterator[ServiceStarter]:
 @pytest.fixture
 async def events(clean_state: Servers) -> AsyncIterator[EventCapture]:
     """Every event published during the test, by subject."""
-    nc = await nats.connect(clean_state.nats.url)
+    nc = await clean_state.connect_nats()
     capture = EventCapture()
     await capture.attach(nc)
     yield capture
@@ -196,8 +235,8 @@ async def events(clean_state: Servers) -> AsyncIterator[EventCapture]:
 
 @pytest.fixture
 async def nats_client(clean_state: Servers) -> AsyncIterator[NATS]:
-    """A plain NATS connection to the test broker, with the catalog's streams provisioned."""
-    nc = await nats.connect(clean_state.nats.url)
+    """A NATS connection to the test broker as the operator (free to publish and inspect), with the streams made."""
+    nc = await clean_state.connect_nats()
     await bus.ensure_streams(nc.jetstream())
     yield nc
     await nc.close()
