@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ticketing_common import bus
 from ticketing_common.bus import BusConnection
+from ticketing_common.catalog import asyncapi_document
 from ticketing_common.db import asyncpg_dsn, make_engine, make_sessionmaker
 from ticketing_common.errors import error_body, install_error_handlers
 from ticketing_common.limits import RequestLimitsMiddleware
@@ -171,6 +173,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         telemetry=_NO_OPENTELEMETRY,
     )
     app.state.settings = settings
+    _serve_event_catalog(app, spec.api_prefix)
     install_error_handlers(app, spec.missing_messages)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestLimitsMiddleware)  # before anything reads the request, but inside the request id
@@ -201,6 +204,19 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _serve_event_catalog(app: FastAPI, api_prefix: str) -> None:
+    """GET <prefix>/asyncapi.json: the event catalog beside the OpenAPI, registered before the routers so that
+    `/api/tickets/{id}` does not take it for an id."""
+    rendered: list[bytes] = []
+
+    @app.get(f"{api_prefix}/asyncapi.json", include_in_schema=False)
+    async def get_asyncapi() -> Response:
+        """The AsyncAPI 3 document of the bus (docs/asyncapi.yaml, as JSON)."""
+        if not rendered:  # built on first use: nothing to pay at start-up
+            rendered.append(json.dumps(asyncapi_document()).encode())
+        return Response(rendered[0], media_type="application/json")
 
 
 async def _readiness_problem(runtime: Runtime | None, head: str | None) -> str | None:

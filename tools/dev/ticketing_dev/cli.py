@@ -220,6 +220,34 @@ def dev_reset(state_dir: StateDirOption = None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# ticketing catalog
+
+
+@app.command("catalog")
+def catalog(
+    check: Annotated[
+        bool, typer.Option("--check", help="Change nothing; exit code 1 when a document differs from the models.")
+    ] = False,
+) -> None:
+    """Write the event catalog (docs/asyncapi.yaml, docs/events/*.schema.json) from the event models."""
+    from ticketing_dev.catalog import stale_documents, write_documents
+    from ticketing_dev.repo import repo_root
+
+    try:
+        root = repo_root()
+    except DevStackError as exc:
+        raise _fail(str(exc)) from None
+    if check:
+        stale = stale_documents(root)
+        if stale:
+            raise _fail(f"stale event catalog: {', '.join(map(str, stale))}; run `ticketing catalog`")
+        console.print("the event catalog matches the models")
+        return
+    changed = write_documents(root)
+    console.print(f"rewrote {', '.join(map(str, changed))}" if changed else "the event catalog was up to date")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # ticketing broker
 
 
