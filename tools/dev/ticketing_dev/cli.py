@@ -39,8 +39,10 @@ app = typer.Typer(
 )
 dev_app = typer.Typer(help="The local stack (what `make dev` runs).", no_args_is_help=True)
 events_app = typer.Typer(help="Events on the bus.", no_args_is_help=True)
+deadletters_app = typer.Typer(help="Events the services' consumers set aside.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(events_app, name="events")
+app.add_typer(deadletters_app, name="deadletters")
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -579,6 +581,167 @@ def events_tail(
         raise _fail(f"cannot follow events: {exc}") from None
     except Exception as exc:
         raise _fail(f"cannot follow events on {url}: {_reason(exc)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ticketing deadletters
+
+ServiceArgument = Annotated[str, typer.Argument(help="The consuming service: tickets, orders, payments, expiration.")]
+DeadLetterIdArgument = Annotated[int, typer.Argument(help="The dead letter's id (from `ticketing deadletters list`).")]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="TICKETING_DATABASE_URL",
+        help="The service's database (postgresql://...). Default: the running dev stack's.",
+        show_default=False,
+    ),
+]
+OperatorOption = Annotated[
+    str | None,
+    typer.Option("--by", help="Who acts, recorded with the dead letter. Default: your login name.", show_default=False),
+]
+
+
+def _service_database(service: str, url: str | None) -> str:
+    """The service's database URL: --database-url, else the dev stack's database named after the service."""
+    from ticketing_dev.deadletters import check_service
+
+    check_service(service)
+    if url:
+        return url if "+asyncpg://" in url else "postgresql+asyncpg://" + url.split("://", 1)[-1]
+    state = _running_state()
+    if not state or not state.get("postgres_port"):
+        raise CliError("no dev stack is running; pass --database-url for the service's database")
+    return f"postgresql+asyncpg://postgres@127.0.0.1:{state['postgres_port']}/{service}"
+
+
+def _operator(value: str | None) -> str:
+    import getpass
+
+    with contextlib.suppress(Exception):
+        return value or getpass.getuser()
+    return "unknown"
+
+
+def _run_deadletters(action: Callable[[], Any]) -> Any:
+    from ticketing_dev.deadletters import DeadLetterError
+
+    try:
+        return asyncio.run(action())
+    except (DeadLetterError, CliError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@deadletters_app.command("list")
+def deadletters_list(
+    service: Annotated[str | None, typer.Argument(help="One service; default: every consuming service.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include those already retried or dropped.")] = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """The dead letters waiting for an operator: id, consumer, subject, deliveries, when, and why."""
+    from ticketing_dev.deadletters import CONSUMING_SERVICES, list_dead_letters
+
+    services = [service] if service else CONSUMING_SERVICES
+    if database_url and not service:
+        raise _fail("--database-url names one service's database; name the service too")
+    table = Table(title="dead letters", title_justify="left")
+    for column in ("service", "id", "consumer", "subject", "deliveries", "created", "status", "reason"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("id", "deliveries") else "left")
+
+    async def collect() -> int:
+        found = 0
+        for name in services:
+            for row in await list_dead_letters(name, _service_database(name, database_url), include_resolved=all_):
+                found += 1
+                status = f"{row.resolution} by {row.resolved_by}" if row.resolution else "waiting"
+                table.add_row(
+                    name,
+                    str(row.id),
+                    Text(_printable(row.consumer)),
+                    Text(_printable(row.subject)),
+                    str(row.deliveries),
+                    row.created_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                    Text(_printable(status)),
+                    Text(_printable(row.reason[:200])),
+                )
+        return found
+
+    if _run_deadletters(collect) == 0:
+        console.print("no dead letters" + ("" if all_ else " waiting"))
+        return
+    console.print(table)
+
+
+@deadletters_app.command("show")
+def deadletters_show(
+    service: ServiceArgument, dead_letter_id: DeadLetterIdArgument, database_url: DatabaseUrlOption = None
+) -> None:
+    """One dead letter in full: its headers, payload, reason, and how it was resolved."""
+    from ticketing_dev.deadletters import get_dead_letter
+
+    row = _run_deadletters(lambda: get_dead_letter(service, _service_database(service, database_url), dead_letter_id))
+    fields = {
+        "service": service,
+        "id": row.id,
+        "consumer": row.consumer,
+        "subject": row.subject,
+        "message id": row.message_id,
+        "stream sequence": row.stream_sequence,
+        "deliveries": row.deliveries,
+        "created": row.created_at.isoformat(),
+        "reason": row.reason,
+        "status": row.resolution or "waiting",
+        "resolved": row.resolved_at.isoformat() if row.resolved_at else None,
+        "by": row.resolved_by,
+        "note": row.resolution_note,
+        "headers": json.dumps(row.headers, ensure_ascii=False),
+    }
+    for label, value in fields.items():
+        if value is not None:
+            console.print(Text.assemble((f"{label}: ", "bold"), _printable(str(value))), soft_wrap=True)
+    console.print(format_event(row.subject, row.payload, row.headers, row.stream_sequence or 0, row.created_at))
+
+
+@deadletters_app.command("retry")
+def deadletters_retry(
+    service: ServiceArgument,
+    dead_letter_id: DeadLetterIdArgument,
+    note: Annotated[str, typer.Option("--note", help="Why, recorded with the dead letter.")] = "",
+    by: OperatorOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Apply the event through its consumer's handler, once, in version order; if it fails, nothing changes."""
+    from ticketing_dev.deadletters import retry_dead_letter
+
+    done = _run_deadletters(
+        lambda: retry_dead_letter(
+            service, _service_database(service, database_url), dead_letter_id, operator=_operator(by), note=note
+        )
+    )
+    console.print(Text(_printable(done)))
+
+
+@deadletters_app.command("drop")
+def deadletters_drop(
+    service: ServiceArgument,
+    dead_letter_id: DeadLetterIdArgument,
+    reason: Annotated[str, typer.Option("--reason", help="Why it is dropped (required), recorded with it.")],
+    by: OperatorOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Give up on the event for good, recording who dropped it and why."""
+    from ticketing_dev.deadletters import drop_dead_letter
+
+    if not reason.strip():
+        raise _fail("--reason must say why")
+    operator = _operator(by)
+    _run_deadletters(
+        lambda: drop_dead_letter(
+            service, _service_database(service, database_url), dead_letter_id, operator=operator, reason=reason
+        )
+    )
+    console.print(f"dropped dead letter {dead_letter_id} of {service} (by {_printable(operator)})")
 
 
 def main() -> None:
