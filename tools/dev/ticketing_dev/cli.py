@@ -10,6 +10,7 @@ import shutil
 import sys
 import unicodedata
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ticketing_common.events import STREAMS
+from ticketing_common.events import EVENT_TYPES, STREAMS, Event
 from ticketing_dev.errors import DevStackError
 from ticketing_dev.repo import default_state_dir
 from ticketing_dev.runner import DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, DevOptions, run_dev_stack
@@ -581,6 +582,94 @@ def events_tail(
         raise _fail(f"cannot follow events: {exc}") from None
     except Exception as exc:
         raise _fail(f"cannot follow events on {url}: {_reason(exc)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ticketing events publish
+
+
+def typed_event(subject: str, body: str, event_id: str | None) -> Event:
+    """The body parsed as the subject's event, as a service builds it; CliError naming each bad field."""
+    from pydantic import ValidationError
+
+    event_type = EVENT_TYPES.get(subject)
+    if event_type is None:
+        raise CliError(f"{subject!r} is not in the event catalog; its subjects are {', '.join(EVENT_TYPES)}")
+    try:
+        identity = uuid.UUID(event_id) if event_id else uuid.uuid4()
+    except ValueError:
+        raise CliError(f"--id must be a UUID, got {event_id!r}") from None
+    try:
+        return event_type.model_validate_json(body).model_copy(update={"event_id": identity})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}" for error in exc.errors(include_url=False)
+        )
+        raise CliError(f"not a valid {subject}: {problems}") from None
+
+
+async def publish_event(nats_url: str, event: Event, request_id: str) -> tuple[str, int, bool]:
+    """Publish one event with its headers and wait for JetStream's ack: (stream, sequence, was it a duplicate)."""
+    import nats.errors
+    from nats.js.errors import NoStreamResponseError
+
+    nc = await _connect(nats_url)
+    try:
+        headers = {"Nats-Msg-Id": str(event.event_id), "X-Request-ID": request_id}
+        try:
+            ack = await nc.jetstream().publish(event.subject, event.to_bytes(), headers=headers, timeout=5)
+        except NoStreamResponseError:
+            raise CliError(f"no stream holds {event.subject} on {nats_url} yet; start the services first") from None
+        except nats.errors.Error as exc:  # a permissions violation included, once the bus checks who speaks
+            raise CliError(f"NATS refused the event: {_reason(exc)}") from None
+        return ack.stream, ack.seq, bool(ack.duplicate)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+@events_app.command("publish")
+def events_publish(
+    subject: Annotated[str, typer.Argument(help="A catalog subject, e.g. ticket.created.")],
+    body: Annotated[str, typer.Argument(help="The payload JSON, camelCase as on the wire; `-` reads stdin.")],
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="The event's id (Nats-Msg-Id). Default: a new UUID.", show_default=False)
+    ] = None,
+    request_id: Annotated[
+        str | None, typer.Option("--request-id", help="X-Request-ID. Default: a new cli-… id.", show_default=False)
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="TICKETING_NATS_URL",
+            help="NATS URL. Default: the running dev stack's, else nats://127.0.0.1:4222.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Publish one event, checked and serialized by the catalog's model exactly as a service publishes it."""
+    from ticketing_common.requestid import accept_request_id
+
+    try:
+        url = _check_url(
+            server or (_running_state() or {}).get("nats_url") or DEFAULT_NATS_URL, ("nats", "tls"), "--server"
+        )
+        event = typed_event(subject, sys.stdin.read() if body == "-" else body, event_id)
+        if request_id is not None and accept_request_id(request_id) != request_id:
+            raise CliError("--request-id may hold 1-128 letters, digits and ._:/+=-")
+        stream, sequence, duplicate = asyncio.run(
+            publish_event(url, event, request_id or f"cli-{uuid.uuid4().hex[:16]}")
+        )
+    except CliError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:
+        raise _fail(f"cannot publish on {url}: {_reason(exc)}") from None
+    if duplicate:
+        console.print(f"{subject} {event.event_id}: JetStream already holds this id; nothing was stored")
+        return
+    console.print(f"published {subject} {event.event_id} as {stream} #{sequence}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
