@@ -81,3 +81,16 @@ def test_a_service_refuses_to_start_without_its_settings() -> None:
         "configuration error: DATABASE_URL is missing; NATS_URL is missing; NATS_CLIENT_ID is missing; "
         "JWT_KEY is missing"
     ]
+
+
+def test_the_streams_keep_everything_by_default_and_a_max_age_must_outlast_the_duplicate_window(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    env(monkeypatch, **GOOD)
+    assert ServiceSettings().nats_stream_max_age_seconds == 0  # type: ignore[call-arg]
+    env(monkeypatch, **GOOD, NATS_STREAM_MAX_AGE_SECONDS="604800")
+    assert ServiceSettings().nats_stream_max_age_seconds == 604800  # type: ignore[call-arg]
+    env(monkeypatch, **GOOD, NATS_STREAM_MAX_AGE_SECONDS="60")
+    with pytest.raises(SystemExit):
+        load_settings(ServiceSettings)
+    assert "NATS_STREAM_MAX_AGE_SECONDS" in capsys.readouterr().err.upper()

@@ -100,6 +100,10 @@ class ServiceSpec:
     workers: Sequence[Callable[[Runtime], Worker]] = ()
     missing_messages: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    # The tables that hold only what the service learned from events, which `ticketing replay` rebuilds from the
+    # streams; each names the columns that are the service's own bookkeeping (when it fired a job, say), which a
+    # rebuild keeps from the live row.
+    replicas: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 _NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
@@ -125,7 +129,9 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         engine = make_engine(settings.database_url)
         connection = await bus.connect(settings.nats_url, settings.nats_client_id)
         js = connection.js
-        await bus.ensure_streams(js, replicas=settings.nats_stream_replicas)
+        await bus.ensure_streams(
+            js, replicas=settings.nats_stream_replicas, max_age=settings.nats_stream_max_age_seconds
+        )
         pool = await asyncpg.create_pool(
             asyncpg_dsn(settings.database_url), min_size=1, max_size=10, reset=_keep_session
         )

@@ -833,6 +833,51 @@ def deadletters_drop(
     console.print(f"dropped dead letter {dead_letter_id} of {service} (by {_printable(operator)})")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# ticketing replay
+
+
+@app.command("replay")
+def replay(
+    service: ServiceArgument,
+    database_url: DatabaseUrlOption = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="TICKETING_NATS_URL",
+            help="NATS URL. Default: the running dev stack's, else nats://127.0.0.1:4222.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Rebuild the service's replicas from the start of the streams and swap them in, while it keeps running."""
+    from ticketing_dev.deadletters import DeadLetterError
+    from ticketing_dev.replay import ReplayError, replay_service
+
+    async def run() -> Any:
+        url = _service_database(service, database_url)
+        nats_url = _check_url(
+            server or (_running_state() or {}).get("nats_url") or DEFAULT_NATS_URL, ("nats", "tls"), "--server"
+        )
+        nc = await _connect(nats_url)
+        try:
+            return await replay_service(service, url, nc.jetstream(), note=lambda line: console.print(line))
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    try:
+        report = asyncio.run(run())
+    except (CliError, DeadLetterError, ReplayError) as exc:
+        raise _fail(str(exc)) from None
+    rows = ", ".join(f"{table}: {count} rows" for table, count in report.rows.items())
+    console.print(f"replayed {report.applied} events into {service} ({report.duplicates} duplicates); {rows}")
+    for line in report.skipped:
+        err.print(Text(_printable(f"skipped, as its live consumer would have: {line}"), style="yellow"), soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

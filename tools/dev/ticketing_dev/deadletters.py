@@ -18,6 +18,7 @@ from typing import Any, cast
 import asyncpg
 from pydantic import ValidationError
 
+from ticketing_common.app import ServiceSpec
 from ticketing_common.db import asyncpg_dsn, make_engine, make_sessionmaker
 from ticketing_common.events import EVENT_TYPES
 from ticketing_common.listener import EventOutOfOrder, Listener, ListenerWiring
@@ -129,11 +130,8 @@ def _check_waiting(service: str, dead_letter_id: int, resolution: str | None) ->
         raise DeadLetterError(f"dead letter {dead_letter_id} of {service} was already {resolution}")
 
 
-def service_listeners(service: str, url: str, database: Database) -> list[Listener[Any]]:
-    """The service's own listeners, built as its lifespan builds them, over the given database.
-
-    Only handle() is called, which works on the unit of work alone; nothing here binds a consumer or touches the bus.
-    """
+def service_spec(service: str, url: str) -> ServiceSpec:
+    """The service's own ServiceSpec (its listeners, its replicas), from its app factory; the app is never started."""
     check_service(service)
     app_module = importlib.import_module(f"ticketing_{service}.app")
     settings_module = importlib.import_module(f"ticketing_{service}.settings")
@@ -141,12 +139,20 @@ def service_listeners(service: str, url: str, database: Database) -> list[Listen
         environment="local",
         database_url=url,
         nats_url="nats://127.0.0.1:4222",  # never connected: the app's lifespan does not run
-        nats_client_id="ticketing-deadletters",
-        jwt_key="unused-by-the-dead-letter-command!",
+        nats_client_id=f"ticketing-cli-{service}",
+        jwt_key="unused-by-the-operator-commands!",
         log_level="WARNING",
     )
-    spec = app_module.create_app(settings).state.spec
-    wiring = ListenerWiring(service=service, database=database, js=cast(Any, None))
+    spec: ServiceSpec = app_module.create_app(settings).state.spec
+    return spec
+
+
+def service_listeners(spec: ServiceSpec, database: Database) -> list[Listener[Any]]:
+    """The service's listeners, built as its lifespan builds them, over the given database.
+
+    Only handle() is called, which works on the unit of work alone; nothing here binds a consumer or touches the bus.
+    """
+    wiring = ListenerWiring(service=spec.name, database=database, js=cast(Any, None))
     return [make_listener(wiring) for make_listener in spec.listeners]
 
 
@@ -156,7 +162,7 @@ async def retry_dead_letter(service: str, url: str, dead_letter_id: int, *, oper
     pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=2)
     database = Database(engine, make_sessionmaker(engine), pool)
     try:
-        listeners = {listener.durable: listener for listener in service_listeners(service, url, database)}
+        listeners = {listener.durable: listener for listener in service_listeners(service_spec(service, url), database)}
         try:
             async with database.transaction() as uow:
                 conn = await uow.connection()
