@@ -133,6 +133,11 @@ def drop_bus_columns(table: str, *columns: str) -> None:
         op.execute(f'ALTER TABLE {table} DROP COLUMN IF EXISTS "{column}"')
 
 
+def drop_dead_letter_resolution() -> None:
+    """Downgrade of every service's 0002: the dead letters' resolution columns go."""
+    drop_bus_columns("dead_letters", "resolved_at", "resolution", "resolved_by", "resolution_note")
+
+
 def target_metadata(metadata: MetaData) -> list[MetaData]:
     """What a service database holds: the service's own tables and the bus tables."""
     return [metadata, BUS_METADATA]

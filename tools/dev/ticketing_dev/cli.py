@@ -71,6 +71,25 @@ StateDirOption = Annotated[
 ]
 
 
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        "-s",
+        envvar="TICKETING_NATS_URL",
+        help="NATS URL. Default: the running dev stack's, else nats://127.0.0.1:4222.",
+        show_default=False,
+    ),
+]
+
+
+def _nats_url(server: str | None) -> str:
+    """--server, else the running dev stack's NATS, else the default port on this machine; CliError if malformed."""
+    return _check_url(
+        server or (_running_state() or {}).get("nats_url") or DEFAULT_NATS_URL, ("nats", "tls"), "--server"
+    )
+
+
 def _state_dir(value: Path | None) -> Path:
     try:
         return value.resolve() if value else default_state_dir()
@@ -547,16 +566,7 @@ def events_tail(
         typer.Argument(help="A subject or wildcard (order.created, ticket.>); default: every catalog subject."),
     ] = None,
     from_start: Annotated[bool, typer.Option("--from-start", help="Replay what the streams hold first.")] = False,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            "--server",
-            "-s",
-            envvar="TICKETING_NATS_URL",
-            help="NATS URL. Default: the running dev stack's, else nats://127.0.0.1:4222.",
-            show_default=False,
-        ),
-    ] = None,
+    server: ServerOption = None,
     count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Stop after N events.")] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds without an event.")
@@ -564,9 +574,7 @@ def events_tail(
 ) -> None:
     """Follow live events, pretty-printed (Ctrl-C to stop)."""
     try:
-        url = _check_url(
-            server or (_running_state() or {}).get("nats_url") or DEFAULT_NATS_URL, ("nats", "tls"), "--server"
-        )
+        url = _nats_url(server)
         _stream_subjects(subject)
     except CliError as exc:
         raise _fail(str(exc)) from None
@@ -638,24 +646,13 @@ def events_publish(
     request_id: Annotated[
         str | None, typer.Option("--request-id", help="X-Request-ID. Default: a new cli-… id.", show_default=False)
     ] = None,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            "--server",
-            "-s",
-            envvar="TICKETING_NATS_URL",
-            help="NATS URL. Default: the running dev stack's, else nats://127.0.0.1:4222.",
-            show_default=False,
-        ),
-    ] = None,
+    server: ServerOption = None,
 ) -> None:
     """Publish one event, checked and serialized by the catalog's model exactly as a service publishes it."""
     from ticketing_common.requestid import accept_request_id
 
     try:
-        url = _check_url(
-            server or (_running_state() or {}).get("nats_url") or DEFAULT_NATS_URL, ("nats", "tls"), "--server"
-        )
+        url = _nats_url(server)
         event = typed_event(subject, sys.stdin.read() if body == "-" else body, event_id)
         if request_id is not None and accept_request_id(request_id) != request_id:
             raise CliError("--request-id may hold 1-128 letters, digits and ._:/+=-")
@@ -841,16 +838,7 @@ def deadletters_drop(
 def replay(
     service: ServiceArgument,
     database_url: DatabaseUrlOption = None,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            "--server",
-            "-s",
-            envvar="TICKETING_NATS_URL",
-            help="NATS URL. Default: the running dev stack's, else nats://127.0.0.1:4222.",
-            show_default=False,
-        ),
-    ] = None,
+    server: ServerOption = None,
 ) -> None:
     """Rebuild the service's replicas from the start of the streams and swap them in, while it keeps running."""
     from ticketing_dev.deadletters import DeadLetterError
@@ -858,9 +846,7 @@ def replay(
 
     async def run() -> Any:
         url = _service_database(service, database_url)
-        nats_url = _check_url(
-            server or (_running_state() or {}).get("nats_url") or DEFAULT_NATS_URL, ("nats", "tls"), "--server"
-        )
+        nats_url = _nats_url(server)
         nc = await _connect(nats_url)
         try:
             return await replay_service(service, url, nc.jetstream(), note=lambda line: console.print(line))
