@@ -14,7 +14,7 @@ PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
 # Checked strictly by mypy, in one run so that each sees the others' types (the web client too: it is new).
 TYPED := common/ticketing_common tools/dev/ticketing_dev tools/testing/ticketing_testing services/client/ticketing_client
 
-.PHONY: help install test lint typecheck lock dev dev-reset clean k8s-check k8s-lock test-containers containers browser screenshots
+.PHONY: help install test lint typecheck lock catalog dev dev-reset clean k8s-check k8s-lock test-containers containers browser screenshots
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ lock: | $(UV) ## Re-pin every dependency (after editing a pyproject.toml)
 lint: install ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+catalog: install ## Regenerate the event catalog (docs/asyncapi.yaml, docs/events/) from the event models
+	$(BIN)/ticketing catalog
 
 typecheck: install ## mypy (strict on common and the tools)
 	$(BIN)/mypy $(TYPED)

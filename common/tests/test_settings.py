@@ -110,3 +110,16 @@ def test_the_seed_never_shows_in_the_settings_repr(monkeypatch: pytest.MonkeyPat
     assert GOOD["NATS_NKEY_SEED"] not in repr(settings) and GOOD["NATS_NKEY_SEED"] not in str(settings.model_dump())
     assert settings.nats_nkey_seed is not None
     assert settings.nats_nkey_seed.get_secret_value() == GOOD["NATS_NKEY_SEED"]
+
+
+def test_the_streams_keep_everything_by_default_and_a_max_age_must_outlast_the_duplicate_window(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    env(monkeypatch, **GOOD)
+    assert ServiceSettings().nats_stream_max_age_seconds == 0  # type: ignore[call-arg]
+    env(monkeypatch, **GOOD, NATS_STREAM_MAX_AGE_SECONDS="604800")
+    assert ServiceSettings().nats_stream_max_age_seconds == 604800  # type: ignore[call-arg]
+    env(monkeypatch, **GOOD, NATS_STREAM_MAX_AGE_SECONDS="60")
+    with pytest.raises(SystemExit):
+        load_settings(ServiceSettings)
+    assert "NATS_STREAM_MAX_AGE_SECONDS" in capsys.readouterr().err.upper()

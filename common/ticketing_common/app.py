@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,10 +21,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ticketing_common import bus
+from ticketing_common import bus, metrics
 from ticketing_common.bus import BusConnection
+from ticketing_common.catalog import asyncapi_document
 from ticketing_common.db import asyncpg_dsn, make_engine, make_sessionmaker
 from ticketing_common.errors import error_body, install_error_handlers
+from ticketing_common.events import EVENT_TYPES
 from ticketing_common.limits import RequestLimitsMiddleware
 from ticketing_common.listener import Listener, ListenerWiring
 from ticketing_common.logs import configure_logging
@@ -97,6 +100,10 @@ class ServiceSpec:
     workers: Sequence[Callable[[Runtime], Worker]] = ()
     missing_messages: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    # The tables that hold only what the service learned from events, which `ticketing replay` rebuilds from the
+    # streams; each names the columns that are the service's own bookkeeping (when it fired a job, say), which a
+    # rebuild keeps from the live row.
+    replicas: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 _NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
@@ -177,7 +184,9 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         telemetry=_NO_OPENTELEMETRY,
     )
     app.state.settings = settings
-    app.state.spec = spec  # the test harness provisions the spec's durables before the lifespan binds them
+    # The test harness provisions the spec's durables; operators' tools (`ticketing deadletters retry`) run its listeners.
+    app.state.spec = spec
+    _serve_event_catalog(app, spec.api_prefix)
     install_error_handlers(app, spec.missing_messages)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestLimitsMiddleware)  # before anything reads the request, but inside the request id
@@ -202,12 +211,45 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             return JSONResponse(error_body(problem), status_code=503)
         return JSONResponse({"status": "ready"})
 
+    consumed = [subject for subject, event in EVENT_TYPES.items() if spec.name in event.consumers]
+
     @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        """Prometheus exposition."""
+    async def metrics_endpoint(request: Request) -> Response:
+        """Prometheus exposition, with the dead letters counted afresh from the database."""
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        if runtime is not None and consumed:
+            await _count_dead_letters(runtime, spec.name, consumed)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _serve_event_catalog(app: FastAPI, api_prefix: str) -> None:
+    """GET <prefix>/asyncapi.json: the event catalog beside the OpenAPI, registered before the routers so that
+    `/api/tickets/{id}` does not take it for an id."""
+    rendered: list[bytes] = []
+
+    @app.get(f"{api_prefix}/asyncapi.json", include_in_schema=False)
+    async def get_asyncapi() -> Response:
+        """The AsyncAPI 3 document of the bus (docs/asyncapi.yaml, as JSON)."""
+        if not rendered:  # built on first use: nothing to pay at start-up
+            rendered.append(json.dumps(asyncapi_document()).encode())
+        return Response(rendered[0], media_type="application/json")
+
+
+_COUNT_DEAD_LETTERS = "SELECT subject, count(*) FROM dead_letters WHERE resolved_at IS NULL GROUP BY subject"
+
+
+async def _count_dead_letters(runtime: Runtime, service: str, consumed: list[str]) -> None:
+    """Refresh the dead-letter gauge; every consumed subject has a series (0 included), so an alert sees it."""
+    try:
+        rows = await asyncio.wait_for(runtime.pool.fetch(_COUNT_DEAD_LETTERS), 2)
+    except Exception as exc:  # the rest of /metrics is still worth serving; the gauge keeps its last value
+        logger.warning("metrics: cannot count dead letters: %s", exc)
+        return
+    counts = dict.fromkeys(consumed, 0)
+    counts.update({row[0]: int(row[1]) for row in rows})
+    metrics.set_dead_letters(service, counts)
 
 
 async def _readiness_problem(runtime: Runtime | None, head: str | None) -> str | None:

@@ -110,8 +110,12 @@ async def connect(
     return connection
 
 
-async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
-    """Create every stream of the catalog, or update it to the wanted config; safe from many replicas."""
+async def ensure_streams(js: JetStreamContext, *, replicas: int = 1, max_age: float = 0) -> None:
+    """Create every stream of the catalog, or update it to the wanted config; safe from many replicas.
+
+    No limit but max_age (0: none), so by default a stream holds every event ever published, which is what lets
+    `ticketing replay` rebuild a replica from the first one; a limit set by hand is undone at the next start.
+    """
     for name, subjects in STREAMS.items():
         config = StreamConfig(
             name=name,
@@ -119,6 +123,7 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
             storage=StorageType.FILE,
             num_replicas=replicas,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            max_age=max_age or None,
         )
         try:
             await js.stream_info(name)

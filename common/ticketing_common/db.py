@@ -96,7 +96,10 @@ class InboxRecord(BusModel):
 
 
 class DeadLetter(BusModel):
-    """An event a consumer gave up on: an invalid payload, or one past max_deliver."""
+    """An event a consumer gave up on: an invalid payload, or one past max_deliver.
+
+    An operator resolves it (`ticketing deadletters retry|drop`): the row stays, with who did what, when and why.
+    """
 
     __tablename__ = "dead_letters"
 
@@ -111,6 +114,11 @@ class DeadLetter(BusModel):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     headers: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    resolved_at: Mapped[datetime | None]
+    # "retried" (applied through the consumer's handler) or "dropped"; NULL while it waits for an operator.
+    resolution: Mapped[str | None] = mapped_column(String(20))
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    resolution_note: Mapped[str | None] = mapped_column(Text)
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:

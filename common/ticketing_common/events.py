@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 
@@ -25,7 +25,12 @@ def iso_z(value: datetime) -> str:
 
 # Prices are exact decimals in the services and plain JSON numbers on the wire.
 WirePrice = Annotated[Decimal, PlainSerializer(lambda v: float(v), return_type=float, when_used="json")]
-UtcDateTime = Annotated[datetime, AfterValidator(_utc), PlainSerializer(iso_z, return_type=str, when_used="json")]
+UtcDateTime = Annotated[
+    datetime,
+    AfterValidator(_utc),
+    PlainSerializer(iso_z, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
+]
 
 
 class OrderStatus(StrEnum):
@@ -40,13 +45,23 @@ class OrderStatus(StrEnum):
 class CamelModel(BaseModel):
     """camelCase on the wire, snake_case in Python."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="ignore",
+        field_title_generator=lambda name, _info: to_camel(name),  # the schemas' titles are the wire names
+    )
 
 
 class Event(CamelModel):
     """A fact that happened. The body on the wire is exactly the payload; the id travels as Nats-Msg-Id."""
 
     subject: ClassVar[str]
+    # Who may publish it, and which services consume it (each with its durable `<service>-<subject>`): the catalog
+    # (docs/asyncapi.yaml) is generated from these, and a test holds every service's listeners to them.
+    publisher: ClassVar[str]
+    consumers: ClassVar[tuple[str, ...]]
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4, exclude=True)
 
     def to_bytes(self) -> bytes:
@@ -58,6 +73,8 @@ class TicketCreated(Event):
     """A ticket was listed for sale."""
 
     subject: ClassVar[str] = "ticket.created"
+    publisher: ClassVar[str] = "tickets"
+    consumers: ClassVar[tuple[str, ...]] = ("orders",)
     id: uuid.UUID
     version: int
     title: str
@@ -69,6 +86,8 @@ class TicketUpdated(Event):
     """A ticket changed: title, price, or its reservation."""
 
     subject: ClassVar[str] = "ticket.updated"
+    publisher: ClassVar[str] = "tickets"
+    consumers: ClassVar[tuple[str, ...]] = ("orders",)
     id: uuid.UUID
     version: int
     title: str
@@ -88,6 +107,8 @@ class OrderCreated(Event):
     """An order reserved a ticket until expiresAt."""
 
     subject: ClassVar[str] = "order.created"
+    publisher: ClassVar[str] = "orders"
+    consumers: ClassVar[tuple[str, ...]] = ("tickets", "payments", "expiration")
     id: uuid.UUID
     version: int
     status: OrderStatus
@@ -106,6 +127,8 @@ class OrderCancelled(Event):
     """An order was cancelled, by its owner or by expiration; its ticket is free again."""
 
     subject: ClassVar[str] = "order.cancelled"
+    publisher: ClassVar[str] = "orders"
+    consumers: ClassVar[tuple[str, ...]] = ("tickets", "payments", "expiration")
     id: uuid.UUID
     version: int
     ticket: TicketRef
@@ -115,6 +138,8 @@ class ExpirationComplete(Event):
     """An order's reservation window ended."""
 
     subject: ClassVar[str] = "expiration.complete"
+    publisher: ClassVar[str] = "expiration"
+    consumers: ClassVar[tuple[str, ...]] = ("orders",)
     order_id: uuid.UUID
 
 
@@ -122,6 +147,8 @@ class PaymentCreated(Event):
     """An order was charged."""
 
     subject: ClassVar[str] = "payment.created"
+    publisher: ClassVar[str] = "payments"
+    consumers: ClassVar[tuple[str, ...]] = ("orders",)
     id: uuid.UUID
     order_id: uuid.UUID
     stripe_id: str

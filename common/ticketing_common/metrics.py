@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Histogram(
@@ -17,6 +17,18 @@ EVENTS_PUBLISHED = Counter("ticketing_events_published_total", "Outbox events ac
 EVENTS_HANDLED = Counter(
     "ticketing_events_handled_total", "Events handled by consumers, by outcome", ["consumer", "outcome"]
 )
+
+DEAD_LETTERS = Gauge(
+    "ticketing_dead_letters",
+    "Dead letters waiting for an operator (neither retried nor dropped), by service and subject",
+    ["service", "subject"],
+)
+
+
+def set_dead_letters(service: str, counts: dict[str, int]) -> None:
+    """Publish a service's waiting dead letters per subject (read from its database at each scrape)."""
+    for subject, count in counts.items():
+        DEAD_LETTERS.labels(service, subject).set(count)
 
 
 class MetricsMiddleware:

@@ -112,6 +112,32 @@ def drop_bus_tables() -> None:
     BUS_METADATA.drop_all(op.get_bind())
 
 
+def add_bus_columns() -> None:
+    """Add the columns the bus tables' declaration has and the database lacks: a later migration's whole body.
+
+    Each column is built from BUS_METADATA, like create_bus_tables, so a database created by an older 0001 and one
+    created by today's end up alike; a database that already has a column is left as it is.
+    """
+    bind = op.get_bind()
+    inspector = sa.inspect(bind)
+    for table in BUS_METADATA.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                op.add_column(table.name, column._copy())
+
+
+def drop_bus_columns(table: str, *columns: str) -> None:
+    """Undo add_bus_columns for the named columns."""
+    for column in columns:
+        op.execute(f'ALTER TABLE {table} DROP COLUMN IF EXISTS "{column}"')
+
+
+def drop_dead_letter_resolution() -> None:
+    """Downgrade of every service's 0002: the dead letters' resolution columns go."""
+    drop_bus_columns("dead_letters", "resolved_at", "resolution", "resolved_by", "resolution_note")
+
+
 def target_metadata(metadata: MetaData) -> list[MetaData]:
     """What a service database holds: the service's own tables and the bus tables."""
     return [metadata, BUS_METADATA]

@@ -53,9 +53,10 @@ async def provision(
     listeners: Iterable[type[Listener[Any]]],
     ack_wait: float | None = None,
     replicas: int = 1,
+    max_age: float = 0,
 ) -> None:
     """Create or update every stream, then the service's durables with their declared config."""
-    await bus.ensure_streams(js, replicas=replicas)
+    await bus.ensure_streams(js, replicas=replicas, max_age=max_age)
     for listener in listeners:
         await js.add_consumer(stream_for(listener.event_type.subject), listener.consumer_config_for(service, ack_wait))
 
@@ -79,6 +80,7 @@ async def _run(package: str) -> None:
             listeners=listener_types(package),
             ack_wait=float(ack_wait) if ack_wait else None,
             replicas=int(os.environ.get("NATS_STREAM_REPLICAS", "1")),
+            max_age=float(os.environ.get("NATS_STREAM_MAX_AGE_SECONDS") or 0),
         )
     finally:
         await connection.close()

@@ -9,6 +9,8 @@ from typing import Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ticketing_common.bus import DUPLICATE_WINDOW_SECONDS
+
 PLACEHOLDER_SECRETS = frozenset(
     {
         "",
@@ -54,9 +56,21 @@ class ServiceSettings(BaseSettings):
         ge=60,
         description="How long sent outbox rows are kept; processed inbox records are kept 7 times as long",
     )
+    nats_stream_max_age_seconds: int = Field(
+        default=0,
+        ge=0,
+        description="How long the streams keep an event; 0 (the default) keeps the full history, which replay needs",
+    )
     nats_ack_wait_seconds: float | None = Field(
         default=None, gt=0, description="Overrides every listener's ack_wait (30 s); shorter in dev and tests"
     )
+
+    @field_validator("nats_stream_max_age_seconds")
+    @classmethod
+    def _max_age_beyond_the_duplicate_window(cls, value: int) -> int:
+        if 0 < value < DUPLICATE_WINDOW_SECONDS:  # JetStream refuses a max age shorter than the duplicate window
+            raise ValueError(f"must be 0 (keep every event) or at least {DUPLICATE_WINDOW_SECONDS:.0f} seconds")
+        return value
 
     @field_validator("database_url")
     @classmethod

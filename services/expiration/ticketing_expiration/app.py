@@ -24,5 +24,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             listeners=listeners(wake_ups),
             workers=[wake_ups.scheduler],
             description="Order expiration: durable timers that publish expiration.complete.",
+            replicas={"expiration_jobs": ("created_at", "fired_at", "cancelled_at")},
         )
     )

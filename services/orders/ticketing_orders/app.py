@@ -24,5 +24,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             listeners=LISTENERS,
             missing_messages={"ticketId": TICKET_ID_MISSING},
             description="Reserve a ticket for a limited time; cancel, expire, and complete on payment.",
+            replicas={"tickets": ()},
         )
     )

@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, *, provider: PaymentProvider | 
             workers=[lambda _runtime: ProviderCloser(provider)],
             missing_messages={"token": TOKEN_MISSING, "orderId": ORDER_ID_MISSING},
             description="Charge an order once through the payment provider; publishes payment.created.",
+            replicas={"orders": ()},
         )
     )
     app.state.payment_provider = provider

@@ -25,5 +25,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             listeners=LISTENERS,
             missing_messages={"title": TITLE_MESSAGE, "price": PRICE_MESSAGE},
             description="Tickets for sale: list, show, create and edit; reserved by orders through events.",
+            replicas={"order_versions": ()},
         )
     )

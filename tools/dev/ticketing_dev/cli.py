@@ -10,6 +10,7 @@ import shutil
 import sys
 import unicodedata
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ticketing_common.events import STREAMS
+from ticketing_common.events import EVENT_TYPES, STREAMS, Event
 from ticketing_dev.errors import DevStackError
 from ticketing_dev.repo import default_state_dir
 from ticketing_dev.runner import DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, DevOptions, run_dev_stack
@@ -39,8 +40,10 @@ app = typer.Typer(
 )
 dev_app = typer.Typer(help="The local stack (what `make dev` runs).", no_args_is_help=True)
 events_app = typer.Typer(help="Events on the bus.", no_args_is_help=True)
+deadletters_app = typer.Typer(help="Events the services' consumers set aside.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(events_app, name="events")
+app.add_typer(deadletters_app, name="deadletters")
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -66,6 +69,25 @@ StateDirOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        "-s",
+        envvar="TICKETING_NATS_URL",
+        help="NATS URL. Default: the running dev stack's, else nats://127.0.0.1:4222.",
+        show_default=False,
+    ),
+]
+
+
+def _nats_url(server: str | None) -> str:
+    """--server, else the running dev stack's NATS, else the default port on this machine; CliError if malformed."""
+    return _check_url(
+        server or (_running_state() or {}).get("nats_url") or DEFAULT_NATS_URL, ("nats", "tls"), "--server"
+    )
 
 
 def _state_dir(value: Path | None) -> Path:
@@ -217,6 +239,34 @@ def dev_reset(state_dir: StateDirOption = None) -> None:
         raise _fail("the dev stack is running; stop it first (`ticketing dev down`)")
     shutil.rmtree(directory, ignore_errors=True)
     console.print(f"wiped {directory}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ticketing catalog
+
+
+@app.command("catalog")
+def catalog(
+    check: Annotated[
+        bool, typer.Option("--check", help="Change nothing; exit code 1 when a document differs from the models.")
+    ] = False,
+) -> None:
+    """Write the event catalog (docs/asyncapi.yaml, docs/events/*.schema.json) from the event models."""
+    from ticketing_dev.catalog import stale_documents, write_documents
+    from ticketing_dev.repo import repo_root
+
+    try:
+        root = repo_root()
+    except DevStackError as exc:
+        raise _fail(str(exc)) from None
+    if check:
+        stale = stale_documents(root)
+        if stale:
+            raise _fail(f"stale event catalog: {', '.join(map(str, stale))}; run `ticketing catalog`")
+        console.print("the event catalog matches the models")
+        return
+    changed = write_documents(root)
+    console.print(f"rewrote {', '.join(map(str, changed))}" if changed else "the event catalog was up to date")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -530,16 +580,7 @@ def events_tail(
         typer.Argument(help="A subject or wildcard (order.created, ticket.>); default: every catalog subject."),
     ] = None,
     from_start: Annotated[bool, typer.Option("--from-start", help="Replay what the streams hold first.")] = False,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            "--server",
-            "-s",
-            envvar="TICKETING_NATS_URL",
-            help="NATS URL. Default: the running dev stack's, else nats://127.0.0.1:4222.",
-            show_default=False,
-        ),
-    ] = None,
+    server: ServerOption = None,
     count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Stop after N events.")] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.1, help="Stop after this many seconds without an event.")
@@ -547,9 +588,7 @@ def events_tail(
 ) -> None:
     """Follow live events, pretty-printed (Ctrl-C to stop)."""
     try:
-        url = _check_url(
-            server or (_running_state() or {}).get("nats_url") or DEFAULT_NATS_URL, ("nats", "tls"), "--server"
-        )
+        url = _nats_url(server)
         _stream_subjects(subject)
     except CliError as exc:
         raise _fail(str(exc)) from None
@@ -565,6 +604,278 @@ def events_tail(
         raise _fail(f"cannot follow events: {exc}") from None
     except Exception as exc:
         raise _fail(f"cannot follow events on {url}: {_reason(exc)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ticketing events publish
+
+
+def typed_event(subject: str, body: str, event_id: str | None) -> Event:
+    """The body parsed as the subject's event, as a service builds it; CliError naming each bad field."""
+    from pydantic import ValidationError
+
+    event_type = EVENT_TYPES.get(subject)
+    if event_type is None:
+        raise CliError(f"{subject!r} is not in the event catalog; its subjects are {', '.join(EVENT_TYPES)}")
+    try:
+        identity = uuid.UUID(event_id) if event_id else uuid.uuid4()
+    except ValueError:
+        raise CliError(f"--id must be a UUID, got {event_id!r}") from None
+    try:
+        return event_type.model_validate_json(body).model_copy(update={"event_id": identity})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}" for error in exc.errors(include_url=False)
+        )
+        raise CliError(f"not a valid {subject}: {problems}") from None
+
+
+async def publish_event(nats_url: str, event: Event, request_id: str) -> tuple[str, int, bool]:
+    """Publish one event with its headers and wait for JetStream's ack: (stream, sequence, was it a duplicate)."""
+    import nats.errors
+    from nats.js.errors import NoStreamResponseError
+
+    nc = await _connect(nats_url)
+    try:
+        headers = {"Nats-Msg-Id": str(event.event_id), "X-Request-ID": request_id}
+        try:
+            ack = await nc.jetstream().publish(event.subject, event.to_bytes(), headers=headers, timeout=5)
+        except NoStreamResponseError:
+            raise CliError(f"no stream holds {event.subject} on {nats_url} yet; start the services first") from None
+        except nats.errors.Error as exc:  # a permissions violation included, once the bus checks who speaks
+            raise CliError(f"NATS refused the event: {_reason(exc)}") from None
+        return ack.stream, ack.seq, bool(ack.duplicate)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+@events_app.command("publish")
+def events_publish(
+    subject: Annotated[str, typer.Argument(help="A catalog subject, e.g. ticket.created.")],
+    body: Annotated[str, typer.Argument(help="The payload JSON, camelCase as on the wire; `-` reads stdin.")],
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="The event's id (Nats-Msg-Id). Default: a new UUID.", show_default=False)
+    ] = None,
+    request_id: Annotated[
+        str | None, typer.Option("--request-id", help="X-Request-ID. Default: a new cli-… id.", show_default=False)
+    ] = None,
+    server: ServerOption = None,
+) -> None:
+    """Publish one event, checked and serialized by the catalog's model exactly as a service publishes it."""
+    from ticketing_common.requestid import accept_request_id
+
+    try:
+        url = _nats_url(server)
+        event = typed_event(subject, sys.stdin.read() if body == "-" else body, event_id)
+        if request_id is not None and accept_request_id(request_id) != request_id:
+            raise CliError("--request-id may hold 1-128 letters, digits and ._:/+=-")
+        stream, sequence, duplicate = asyncio.run(
+            publish_event(url, event, request_id or f"cli-{uuid.uuid4().hex[:16]}")
+        )
+    except CliError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:
+        raise _fail(f"cannot publish on {url}: {_reason(exc)}") from None
+    if duplicate:
+        console.print(f"{subject} {event.event_id}: JetStream already holds this id; nothing was stored")
+        return
+    console.print(f"published {subject} {event.event_id} as {stream} #{sequence}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ticketing deadletters
+
+ServiceArgument = Annotated[str, typer.Argument(help="The consuming service: tickets, orders, payments, expiration.")]
+DeadLetterIdArgument = Annotated[int, typer.Argument(help="The dead letter's id (from `ticketing deadletters list`).")]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="TICKETING_DATABASE_URL",
+        help="The service's database (postgresql://...). Default: the running dev stack's.",
+        show_default=False,
+    ),
+]
+OperatorOption = Annotated[
+    str | None,
+    typer.Option("--by", help="Who acts, recorded with the dead letter. Default: your login name.", show_default=False),
+]
+
+
+def _service_database(service: str, url: str | None) -> str:
+    """The service's database URL: --database-url, else the dev stack's database named after the service."""
+    from ticketing_dev.deadletters import check_service
+
+    check_service(service)
+    if url:
+        return url if "+asyncpg://" in url else "postgresql+asyncpg://" + url.split("://", 1)[-1]
+    state = _running_state()
+    if not state or not state.get("postgres_port"):
+        raise CliError("no dev stack is running; pass --database-url for the service's database")
+    return f"postgresql+asyncpg://postgres@127.0.0.1:{state['postgres_port']}/{service}"
+
+
+def _operator(value: str | None) -> str:
+    import getpass
+
+    with contextlib.suppress(Exception):
+        return value or getpass.getuser()
+    return "unknown"
+
+
+def _run_deadletters(action: Callable[[], Any]) -> Any:
+    from ticketing_dev.deadletters import DeadLetterError
+
+    try:
+        return asyncio.run(action())
+    except (DeadLetterError, CliError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@deadletters_app.command("list")
+def deadletters_list(
+    service: Annotated[str | None, typer.Argument(help="One service; default: every consuming service.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include those already retried or dropped.")] = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """The dead letters waiting for an operator: id, consumer, subject, deliveries, when, and why."""
+    from ticketing_dev.deadletters import CONSUMING_SERVICES, list_dead_letters
+
+    services = [service] if service else CONSUMING_SERVICES
+    if database_url and not service:
+        raise _fail("--database-url names one service's database; name the service too")
+    table = Table(title="dead letters", title_justify="left")
+    for column in ("service", "id", "consumer", "subject", "deliveries", "created", "status", "reason"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("id", "deliveries") else "left")
+
+    async def collect() -> int:
+        found = 0
+        for name in services:
+            for row in await list_dead_letters(name, _service_database(name, database_url), include_resolved=all_):
+                found += 1
+                status = f"{row.resolution} by {row.resolved_by}" if row.resolution else "waiting"
+                table.add_row(
+                    name,
+                    str(row.id),
+                    Text(_printable(row.consumer)),
+                    Text(_printable(row.subject)),
+                    str(row.deliveries),
+                    row.created_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                    Text(_printable(status)),
+                    Text(_printable(row.reason[:200])),
+                )
+        return found
+
+    if _run_deadletters(collect) == 0:
+        console.print("no dead letters" + ("" if all_ else " waiting"))
+        return
+    console.print(table)
+
+
+@deadletters_app.command("show")
+def deadletters_show(
+    service: ServiceArgument, dead_letter_id: DeadLetterIdArgument, database_url: DatabaseUrlOption = None
+) -> None:
+    """One dead letter in full: its headers, payload, reason, and how it was resolved."""
+    from ticketing_dev.deadletters import get_dead_letter
+
+    row = _run_deadletters(lambda: get_dead_letter(service, _service_database(service, database_url), dead_letter_id))
+    fields = {
+        "service": service,
+        "id": row.id,
+        "consumer": row.consumer,
+        "subject": row.subject,
+        "message id": row.message_id,
+        "stream sequence": row.stream_sequence,
+        "deliveries": row.deliveries,
+        "created": row.created_at.isoformat(),
+        "reason": row.reason,
+        "status": row.resolution or "waiting",
+        "resolved": row.resolved_at.isoformat() if row.resolved_at else None,
+        "by": row.resolved_by,
+        "note": row.resolution_note,
+        "headers": json.dumps(row.headers, ensure_ascii=False),
+    }
+    for label, value in fields.items():
+        if value is not None:
+            console.print(Text.assemble((f"{label}: ", "bold"), _printable(str(value))), soft_wrap=True)
+    console.print(format_event(row.subject, row.payload, row.headers, row.stream_sequence or 0, row.created_at))
+
+
+@deadletters_app.command("retry")
+def deadletters_retry(
+    service: ServiceArgument,
+    dead_letter_id: DeadLetterIdArgument,
+    note: Annotated[str, typer.Option("--note", help="Why, recorded with the dead letter.")] = "",
+    by: OperatorOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Apply the event through its consumer's handler, once, in version order; if it fails, nothing changes."""
+    from ticketing_dev.deadletters import retry_dead_letter
+
+    done = _run_deadletters(
+        lambda: retry_dead_letter(
+            service, _service_database(service, database_url), dead_letter_id, operator=_operator(by), note=note
+        )
+    )
+    console.print(Text(_printable(done)))
+
+
+@deadletters_app.command("drop")
+def deadletters_drop(
+    service: ServiceArgument,
+    dead_letter_id: DeadLetterIdArgument,
+    reason: Annotated[str, typer.Option("--reason", help="Why it is dropped (required), recorded with it.")],
+    by: OperatorOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Give up on the event for good, recording who dropped it and why."""
+    from ticketing_dev.deadletters import drop_dead_letter
+
+    if not reason.strip():
+        raise _fail("--reason must say why")
+    operator = _operator(by)
+    _run_deadletters(
+        lambda: drop_dead_letter(
+            service, _service_database(service, database_url), dead_letter_id, operator=operator, reason=reason
+        )
+    )
+    console.print(f"dropped dead letter {dead_letter_id} of {service} (by {_printable(operator)})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ticketing replay
+
+
+@app.command("replay")
+def replay(
+    service: ServiceArgument,
+    database_url: DatabaseUrlOption = None,
+    server: ServerOption = None,
+) -> None:
+    """Rebuild the service's replicas from the start of the streams and swap them in, while it keeps running."""
+    from ticketing_dev.deadletters import DeadLetterError
+    from ticketing_dev.replay import ReplayError, replay_service
+
+    async def run() -> Any:
+        url = _service_database(service, database_url)
+        nats_url = _nats_url(server)
+        nc = await _connect(nats_url)
+        try:
+            return await replay_service(service, url, nc.jetstream(), note=lambda line: console.print(line))
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    try:
+        report = asyncio.run(run())
+    except (CliError, DeadLetterError, ReplayError) as exc:
+        raise _fail(str(exc)) from None
+    rows = ", ".join(f"{table}: {count} rows" for table, count in report.rows.items())
+    console.print(f"replayed {report.applied} events into {service} ({report.duplicates} duplicates); {rows}")
+    for line in report.skipped:
+        err.print(Text(_printable(f"skipped, as its live consumer would have: {line}"), style="yellow"), soft_wrap=True)
 
 
 def main() -> None:
