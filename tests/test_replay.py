@@ -16,6 +16,9 @@ from ticketing_dev import cli
 from ticketing_testing import eventually
 from ticketing_testing.plugin import RunningService, ServiceStarter
 
+# The command connects to the bus as the operator.
+pytestmark = pytest.mark.usefixtures("operator_identity")
+
 SERVICES = ["auth", "tickets", "orders", "expiration", "payments"]
 
 # Each replica as a query, its rows in a stable order. Expiration's job times are its own bookkeeping (when it stored,

@@ -22,6 +22,9 @@ from ticketing_tickets.app import create_app
 from ticketing_tickets.listeners import LISTENERS
 from ticketing_tickets.settings import Settings
 
+# The command connects to the bus as the operator.
+pytestmark = pytest.mark.usefixtures("operator_identity")
+
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,20 +17,15 @@ from ticketing_dev import cli, runner
 from ticketing_dev.servers import free_port
 from ticketing_testing.plugin import Servers
 
+# The command connects to the bus as the operator.
+pytestmark = pytest.mark.usefixtures("operator_identity")
+
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tables wide enough that consumer names are never cut."""
     monkeypatch.setattr(cli, "console", Console(width=250, highlight=False, no_color=True))
     monkeypatch.setattr(cli, "err", Console(width=250, highlight=False, no_color=True, stderr=True))
-
-
-@pytest.fixture(autouse=True)
-def operator_identity(servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The command connects as the operator, from the seed file TICKETING_NATS_NKEY_FILE names."""
-    path = servers.nats_auth.write_seeds(tmp_path / "nats-keys")["operator"]
-    monkeypatch.setenv("TICKETING_NATS_NKEY_FILE", str(path))
-    return path
 
 
 async def invoke(*args: str) -> Result:

@@ -15,6 +15,9 @@ from ticketing_common.events import OrderCreated
 from ticketing_dev import cli
 from ticketing_testing.plugin import Servers
 
+# The command connects to the bus as the operator.
+pytestmark = pytest.mark.usefixtures("operator_identity")
+
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:

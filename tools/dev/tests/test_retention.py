@@ -7,6 +7,7 @@ import uuid
 from decimal import Decimal
 
 import asyncpg
+import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import RetentionPolicy
 from typer.testing import CliRunner
@@ -16,6 +17,9 @@ from ticketing_common.db import asyncpg_dsn
 from ticketing_common.events import STREAMS, TicketCreated
 from ticketing_dev import cli
 from ticketing_testing.plugin import Servers
+
+# The command connects to the bus as the operator.
+pytestmark = pytest.mark.usefixtures("operator_identity")
 
 
 async def test_every_stream_keeps_the_full_history_and_a_hand_set_limit_is_undone_at_start(nats_client: NATS) -> None:

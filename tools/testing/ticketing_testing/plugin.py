@@ -240,3 +240,11 @@ async def nats_client(clean_state: Servers) -> AsyncIterator[NATS]:
     await bus.ensure_streams(nc.jetstream())
     yield nc
     await nc.close()
+
+
+@pytest.fixture
+def operator_identity(servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The `ticketing` command's bus identity for a test: the operator's seed file, named by TICKETING_NATS_NKEY_FILE."""
+    path: Path = servers.nats_auth.write_seeds(tmp_path / "nats-keys")[OPERATOR]
+    monkeypatch.setenv("TICKETING_NATS_NKEY_FILE", str(path))
+    return path
