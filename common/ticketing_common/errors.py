@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import nats.errors
@@ -90,6 +91,18 @@ class NotFound(AppError):
 
     status_code = 404
     message = "Not Found"
+
+
+class ReplicaNotFound(NotFound):
+    """An entity this service knows only from its replica (an order in payments, a ticket in orders) is not there.
+
+    404 only while the consumer that brings such entities has caught up; while it is behind (messages not yet
+    delivered or not yet acked), the entity may exist and arrive in a moment, so the answer is NotYetKnown (503,
+    Retry-After: 1) instead. Subclasses name the consumer: its stream and durable.
+    """
+
+    replica_stream: ClassVar[str]
+    replica_durable: ClassVar[str]
 
 
 class Conflict(AppError):
@@ -259,6 +272,19 @@ def _with_request_id(request: Request, response: JSONResponse) -> JSONResponse:
     return response
 
 
+async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
+    """Whether the replica's consumer still has messages to deliver or to ack (one NATS request, on a miss only)."""
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return False
+    try:
+        info = await asyncio.wait_for(runtime.js.consumer_info(exc.replica_stream, exc.replica_durable), 1)
+    except Exception as error:  # NATS away or slow: whether it is there cannot be told, so not "not found"
+        logger.warning("consumer %s: lag unknown (%s); answering not yet known", exc.replica_durable, error)
+        return True
+    return bool(info.num_pending or info.num_ack_pending)
+
+
 def install_error_handlers(app: FastAPI, missing_messages: Mapping[str, str] | None = None) -> None:
     """Render every error of the app in the contract's shape; missing_messages names per-field texts."""
 
@@ -267,6 +293,8 @@ def install_error_handlers(app: FastAPI, missing_messages: Mapping[str, str] | N
 
     async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
+        if isinstance(exc, ReplicaNotFound) and await _replica_behind(request, exc):
+            exc = NotYetKnown()
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServiceUnavailable) else None
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 

@@ -129,7 +129,8 @@ class Listener(ABC, Generic[E]):
         await self.js.add_consumer(self.stream, self.consumer_config())
 
     async def start(self) -> None:
-        """Bind the durable and consume in the background."""
+        """Bind the durable and consume in the background (again, after a stop)."""
+        self._stopping = False
         await self.ensure_consumer()
         self._sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         self._task = asyncio.create_task(self._run(self._sub), name=f"listener-{self.durable}")

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import asyncpg
 import pytest
 from sqlalchemy import text
 
 from ticketing_common.db import asyncpg_dsn
+from ticketing_common.events import TicketCreated
 from ticketing_orders import service
 from ticketing_orders.app import create_app
+from ticketing_orders.listeners import TicketCreatedListener
 from ticketing_orders.settings import Settings
-from ticketing_testing import eventually
+from ticketing_testing import eventually, make_user
 from ticketing_testing.plugin import RunningService, Servers, ServiceStarter
 from ticketing_testing.proxy import TcpProxy
 
@@ -86,3 +89,27 @@ async def test_a_refused_reservation_stays_a_400_when_the_server_ends_the_sessio
     for _ in range(3):
         async with database.transaction() as uow:
             assert (await uow.session.execute(text("SELECT 1"))).scalar() == 1
+
+
+async def test_a_ticket_its_replica_has_not_heard_of_yet_is_503_not_yet_known_then_orderable(
+    orders: RunningService, publish
+) -> None:
+    """Not found, or not yet? Orders answers 503 'not yet known' while its ticket.created consumer is behind."""
+    [listener] = [li for li in orders.runtime.listeners if isinstance(li, TicketCreatedListener)]
+    await listener.stop()
+    ticket = TicketCreated(id=uuid.uuid4(), version=0, title="just listed", price=Decimal("5"), user_id=uuid.uuid4())
+    await publish(ticket)
+    user = make_user()
+
+    response = await orders.client.post("/api/orders", json={"ticketId": str(ticket.id)}, headers=user.headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "1"
+    assert response.json() == {"errors": [{"message": "Not yet known; retry shortly"}]}
+
+    await listener.start()
+
+    async def ordered() -> bool:
+        answer = await orders.client.post("/api/orders", json={"ticketId": str(ticket.id)}, headers=user.headers)
+        return answer.status_code == 201
+
+    await eventually(ordered)
