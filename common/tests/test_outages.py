@@ -13,8 +13,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
-from busapp import create_app
+from busapp import TicketUpdatedListener, create_app, replica_rows
+from ticketing_common.db import DeadLetter
+from ticketing_common.events import TicketUpdated
 from ticketing_common.migrations import upgrade
 from ticketing_common.requestid import current_request_id
 from ticketing_common.settings import ServiceSettings
@@ -151,3 +154,33 @@ async def test_readiness_fails_while_migrations_are_missing_and_recovers_once_ap
 
     await asyncio.to_thread(upgrade, "busapp", url)
     assert (await service.client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_an_outage_does_not_use_up_a_messages_deliveries_and_it_is_applied_soon_after_recovery(
+    probe_behind_proxies: RunningService, db_proxy: TcpProxy, nats_client
+) -> None:
+    """Retries that fit the failure: while the database is unreachable, an event is retried every
+    outage_retry_delay without counting towards max_deliver (6 for this listener), so it is neither dead-lettered
+    nor given up by JetStream; once the database is back it is applied with the next retry."""
+    [listener] = [li for li in probe_behind_proxies.runtime.listeners if isinstance(li, TicketUpdatedListener)]
+    listener.outage_retry_delay = 0.1  # the test's own pace; 1 s in a service
+    js = nats_client.jetstream()
+    event = TicketUpdated(
+        id=uuid.uuid4(), version=0, title="through the outage", price=1, user_id=uuid.uuid4(), order_id=None
+    )
+    db_proxy.cut()
+    await js.publish(event.subject, event.to_bytes(), headers={"Nats-Msg-Id": str(event.event_id)})
+
+    async def delivered_past_max_deliver() -> bool:
+        info = await js.consumer_info("TICKETS", listener.durable)
+        return info.delivered.consumer_seq > listener.max_deliver + 2
+
+    await eventually(delivered_past_max_deliver)
+    db_proxy.restore()
+
+    async def applied() -> bool:
+        return any(row.id == event.id for row in await replica_rows(probe_behind_proxies))
+
+    await eventually(applied)
+    async with probe_behind_proxies.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(DeadLetter)) == 0

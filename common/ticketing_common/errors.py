@@ -204,7 +204,8 @@ class OutageLog:
     A thousand requests failing on one restarting database are one story, not a thousand tracebacks.
     """
 
-    def __init__(self, quiet_seconds: float = 30.0) -> None:
+    def __init__(self, outcome: str = "answered 503", quiet_seconds: float = 30.0) -> None:
+        self.outcome = outcome
         self.quiet_seconds = quiet_seconds
         self.count = 0
         self._last = float("-inf")
@@ -217,9 +218,9 @@ class OutageLog:
         self.count += 1
         reason = f"{type(cause).__name__}: {str(cause)[:200]}"
         if self.count == 1:
-            logger.warning("outage: %s answered 503 (%s)", what, reason, exc_info=exc)
+            logger.warning("outage: %s %s (%s)", what, self.outcome, reason, exc_info=exc)
         else:
-            logger.warning("outage: %s answered 503 (%s); %d errors in this outage", what, reason, self.count)
+            logger.warning("outage: %s %s (%s); %d errors in this outage", what, self.outcome, reason, self.count)
 
 
 _BUILTIN_MESSAGES = {
@@ -272,11 +273,23 @@ def _with_request_id(request: Request, response: JSONResponse) -> JSONResponse:
     return response
 
 
+# After NATS comes back, producers' relays still have to publish what they committed meanwhile; for this long after
+# this service saw a reconnect, a replica miss is "not yet known" whatever its consumer says.
+RECONNECT_GRACE_SECONDS = 10.0
+
+
 async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
-    """Whether the replica's consumer still has messages to deliver or to ack (one NATS request, on a miss only)."""
+    """Whether the replica may still receive the entity: its consumer has messages to deliver or ack (one NATS
+    request, on a miss only), JetStream cannot be asked, or NATS reconnected moments ago."""
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None:
         return False
+    state = request.app.state
+    reconnects = runtime.nc.stats.get("reconnects", 0)
+    if reconnects != getattr(state, "seen_reconnects", 0):
+        state.seen_reconnects, state.reconnect_seen_at = reconnects, time.monotonic()
+    if time.monotonic() - getattr(state, "reconnect_seen_at", float("-inf")) < RECONNECT_GRACE_SECONDS:
+        return True
     try:
         info = await asyncio.wait_for(runtime.js.consumer_info(exc.replica_stream, exc.replica_durable), 1)
     except Exception as error:  # NATS away or slow: whether it is there cannot be told, so not "not found"
