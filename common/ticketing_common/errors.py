@@ -210,6 +210,11 @@ class OutageLog:
         self.count = 0
         self._last = float("-inf")
 
+    @property
+    def last(self) -> float:
+        """When (time.monotonic) the last outage error was recorded; -inf if never."""
+        return self._last
+
     def record(self, what: str, cause: BaseException, exc: BaseException) -> None:
         now = time.monotonic()
         if now - self._last > self.quiet_seconds:
@@ -273,14 +278,15 @@ def _with_request_id(request: Request, response: JSONResponse) -> JSONResponse:
     return response
 
 
-# After NATS comes back, producers' relays still have to publish what they committed meanwhile; for this long after
-# this service saw a reconnect, a replica miss is "not yet known" whatever its consumer says.
-RECONNECT_GRACE_SECONDS = 10.0
+# After an outage (NATS or the database away), producers' relays still have to publish what they committed meanwhile,
+# and may do so late (their NOTIFY listener reconnects, their poll runs each second); for this long after this process
+# met an outage or saw NATS reconnect, a replica miss is "not yet known" whatever its consumer says.
+RECOVERY_GRACE_SECONDS = 10.0
 
 
 async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
     """Whether the replica may still receive the entity: its consumer has messages to deliver or ack (one NATS
-    request, on a miss only), JetStream cannot be asked, or NATS reconnected moments ago."""
+    request, on a miss only), JetStream cannot be asked, or an outage ended moments ago."""
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None:
         return False
@@ -288,7 +294,10 @@ async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
     reconnects = runtime.nc.stats.get("reconnects", 0)
     if reconnects != getattr(state, "seen_reconnects", 0):
         state.seen_reconnects, state.reconnect_seen_at = reconnects, time.monotonic()
-    if time.monotonic() - getattr(state, "reconnect_seen_at", float("-inf")) < RECONNECT_GRACE_SECONDS:
+    logs = [getattr(state, "outage_log", None), *(getattr(li, "outages", None) for li in runtime.listeners)]
+    last_outage = max((log.last for log in logs if isinstance(log, OutageLog)), default=float("-inf"))
+    last_trouble = max(getattr(state, "reconnect_seen_at", float("-inf")), last_outage)
+    if time.monotonic() - last_trouble < RECOVERY_GRACE_SECONDS:
         return True
     try:
         info = await asyncio.wait_for(runtime.js.consumer_info(exc.replica_stream, exc.replica_durable), 1)

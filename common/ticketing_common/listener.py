@@ -100,7 +100,7 @@ class Listener(ABC, Generic[E]):
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = False
         self._busy = False
-        self._outages = OutageLog(f"retried in {self.outage_retry_delay:g} s")
+        self.outages = OutageLog(f"retried in {self.outage_retry_delay:g} s")
 
     @property
     def subject(self) -> str:
@@ -294,7 +294,7 @@ class Listener(ABC, Generic[E]):
         cause = outage_cause(exc)
         if cause is None:
             return False
-        self._outages.record(f"consumer {self.durable}", cause, exc)
+        self.outages.record(f"consumer {self.durable}", cause, exc)
         for msg in messages:
             metrics.EVENTS_HANDLED.labels(self.durable, "outage").inc()
             with contextlib.suppress(nats.errors.Error):
