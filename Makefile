@@ -108,6 +108,10 @@ dev: install ## Run the whole suite locally behind one gateway (http://127.0.0.1
 bench: install ## Run the benchmarks against raw baselines (all, or BENCH=write); JSON in bench/results/
 	$(BIN)/python -m bench $(BENCH)
 
+.PHONY: soak
+soak: install ## Soak the whole stack through its gateway: SOAK_SECONDS (600) at half its write capacity; JSON in bench/results/
+	$(BIN)/python -m bench.soak
+
 dev-reset: ## Wipe the local dev state (databases, streams, logs); refuses while `make dev` runs
 	@if [ -x $(BIN)/ticketing ]; then $(BIN)/ticketing dev reset; else rm -rf .state; fi
 

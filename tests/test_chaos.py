@@ -40,8 +40,13 @@ FLOW_SPACING = 0.1  # seconds between flow starts: the workload spans the whole 
 CHAOS_PAUSE = 2.0  # seconds of workload between two faults, after the previous one has recovered
 CONCURRENCY = 12  # requests in flight at once
 REQUEST_DEADLINE = 60.0  # how long one request is retried while something it needs is down
-RETRY_STATUSES = {500, 502, 503, 504}  # 500: the one failed statement per pool after a Postgres restart
+# What a client may retry, and only while a fault is on (and a short grace after it): a 500 is a bug, a 404 an answer.
+RETRY_STATUSES = {502, 503, 504}
+FAULT_GRACE = 5.0  # seconds after a fault has recovered that its effects (a replica catching up) may still show
+# Agreement: every service agrees this long after the workload (and the last fault) ended, plus the reservations
+# still open then, which end with the expiration window (the issue's figure).
 EXPIRATION_SECONDS = 5
+AGREE_WITHIN = 5.0 + EXPIRATION_SECONDS
 # The contract's "consumed by" column (expiration may also consume order.cancelled, to drop the job).
 REQUIRED_CONSUMERS = {
     "orders-ticket-created",
@@ -89,13 +94,28 @@ class Client:
         self.gate = asyncio.Semaphore(CONCURRENCY)
         self.retries: Counter[str] = Counter()
         self.requests = 0
+        self.faults_on = 0  # faults in progress (set by the chaos task)
+        self.fault_log: list[tuple[str, float]] = []  # (fault, when it struck)
+        self.fault_over_at = float("-inf")
+        self.bad_5xx: list[str] = []  # every 5xx that was not a 503 with Retry-After
+        self.outside_fault: list[str] = []  # failures met while no fault was on: nothing may excuse those
+
+    def in_fault_window(self) -> bool:
+        return self.faults_on > 0 or time.monotonic() - self.fault_over_at <= FAULT_GRACE
+
+    def producer_down(self, producer: str | None) -> bool:
+        """Whether the fault on (or just over) is the kill of the service that produces the entity asked for."""
+        return bool(producer) and self.in_fault_window() and self.fault_log[-1][0] == f"SIGKILL {producer}"
 
     async def call(
-        self, method: str, path: str, *, token: str | None = None, body: Any = None, retry_404: bool = False
+        self, method: str, path: str, *, token: str | None = None, body: Any = None, producer: str | None = None
     ) -> httpx.Response:
-        """Send until the answer is not one of "something is down" (or, with retry_404, "not replicated yet")."""
+        """Send until the answer is not "retry shortly": a 503 with Retry-After (or a gateway 502/504) during a fault,
+        or a 503 "not yet known" at any time (the contract asks clients to retry it; replicas lag a little even
+        without faults). Anything else is the answer, a 404 included."""
         deadline = time.monotonic() + REQUEST_DEADLINE
         while True:
+            delay = 0.2
             request_id = uuid.uuid4().hex
             headers = {"X-Request-ID": request_id}
             if token:
@@ -107,22 +127,38 @@ class Client:
                     response = await http.request(method, path, json=body, headers=headers)
             except httpx.TransportError as exc:
                 reason = type(exc).__name__
+                if not self.in_fault_window():
+                    self.outside_fault.append(f"{method} {path}: {reason} with no fault on")
+                    raise
             else:
                 # A response meant for another request would be the worst kind of chaos bug: check every one.
                 assert response.headers.get("x-request-id") == request_id, (
                     f"{method} {path}: sent request id {request_id}, got the response for {response.headers}"
                     f" {response.status_code} {response.text[:300]}"
                 )
-                if response.status_code in RETRY_STATUSES:
-                    reason = str(response.status_code)
-                elif response.status_code == 404 and retry_404:
-                    reason = "404 (not replicated yet)"
+                status = response.status_code
+                if status >= 500:
+                    retry_after = response.headers.get("retry-after")
+                    message = response.text[:200]
+                    if status != 503 or not retry_after:
+                        self.bad_5xx.append(f"{method} {path}: {status} Retry-After={retry_after} {message}")
+                    not_yet = status == 503 and "Not yet known" in message
+                    reason = "503 not yet known" if not_yet else f"{status} {message.split(':', 1)[-1][:40]}"
+                    if status not in RETRY_STATUSES or not (not_yet or self.in_fault_window()):
+                        self.outside_fault.append(f"{method} {path}: {status} {message} with no fault on")
+                        return response
+                    if retry_after and retry_after.isdigit():
+                        delay = min(float(retry_after), 1.0)
+                elif status == 404 and self.producer_down(producer):
+                    # The README's one known gap: an entity committed by a producer killed before its relay
+                    # published the event is invisible to the replica until the producer is back. Counted apart.
+                    reason = f"404 while {producer} was down"
                 else:
                     return response
             self.retries[reason] += 1
             if time.monotonic() > deadline:
                 raise AssertionError(f"{method} {path} still failing after {REQUEST_DEADLINE:.0f}s: {reason}")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(delay)
 
 
 @dataclass
@@ -151,22 +187,32 @@ async def signup(client: Client) -> str:
 
 
 async def place_order(client: Client, token: str, ticket_id: str) -> dict[str, Any]:
-    """Order a ticket; a retry whose first attempt got through finds that order in the buyer's list."""
-    response = await client.call("POST", "/api/orders", token=token, body={"ticketId": ticket_id}, retry_404=True)
-    if response.status_code == 201:
-        order: dict[str, Any] = response.json()
-        return order
-    assert response.status_code == 400 and "Ticket is already reserved" in response.text, response.text
-    mine = await client.call("GET", "/api/orders?limit=100", token=token)
-    assert mine.status_code == 200, mine.text
-    held = [o for o in mine.json() if o["ticket"]["id"] == ticket_id and o["status"] != "cancelled"]
-    assert held, f"ticket {ticket_id} is reserved, but not by this buyer's retried order"
-    return held[0]  # type: ignore[no-any-return]
+    """Order a ticket; a retry whose first attempt got through finds that order in the buyer's list.
+
+    That first order may have expired while the retries waited out an outage (reservations last 5 s here), between
+    the retry's "already reserved" and the list: then the ticket is free again and the buyer orders it anew.
+    """
+    for _ in range(5):
+        response = await client.call(
+            "POST", "/api/orders", token=token, body={"ticketId": ticket_id}, producer="tickets"
+        )
+        if response.status_code == 201:
+            order: dict[str, Any] = response.json()
+            return order
+        assert response.status_code == 400 and "Ticket is already reserved" in response.text, response.text
+        mine = await client.call("GET", "/api/orders?limit=100", token=token)
+        assert mine.status_code == 200, mine.text
+        for_ticket = [o for o in mine.json() if o["ticket"]["id"] == ticket_id]
+        held = [o for o in for_ticket if o["status"] != "cancelled"]
+        if held:
+            return held[0]  # type: ignore[no-any-return]
+        assert for_ticket, f"ticket {ticket_id} is reserved, but not by this buyer's retried order"
+    raise AssertionError(f"ticket {ticket_id}: this buyer's orders kept expiring before it could order again")
 
 
 async def pay(client: Client, token: str, order_id: str, card: str, seen: Outcomes) -> None:
     response = await client.call(
-        "POST", "/api/payments", token=token, body={"token": card, "orderId": order_id}, retry_404=True
+        "POST", "/api/payments", token=token, body={"token": card, "orderId": order_id}, producer="orders"
     )
     if response.status_code == 201 or (response.status_code == 400 and "Order already paid" in response.text):
         seen.paid.add(order_id)
@@ -249,7 +295,7 @@ def kill_service(stack: Stack, name: str) -> None:
     recovered(stack, name, lambda: stack.wait_restarted(name, pid, timeout=60))
 
 
-async def chaos(stack: Stack, done: asyncio.Event, faults: list[str]) -> None:
+async def chaos(stack: Stack, done: asyncio.Event, faults: list[str], client: Client) -> None:
     """One fault at a time, each after the previous one has recovered and the workload ran on for a while."""
     plan: list[tuple[str, Any]] = [
         ("SIGKILL tickets", lambda: kill_service(stack, "tickets")),
@@ -266,7 +312,13 @@ async def chaos(stack: Stack, done: asyncio.Event, faults: list[str]) -> None:
     try:
         for name, fault in plan:
             await asyncio.sleep(CHAOS_PAUSE)
-            await asyncio.to_thread(fault)
+            client.faults_on += 1
+            client.fault_log.append((name, time.monotonic()))
+            try:
+                await asyncio.to_thread(fault)
+            finally:
+                client.faults_on -= 1
+                client.fault_over_at = time.monotonic()
             faults.append(name)
         await asyncio.sleep(CHAOS_PAUSE)
     finally:
@@ -366,6 +418,52 @@ def quiescent(stack: Stack) -> bool:
     busy = [c for c in durable_consumers(stack) if c["num_pending"] or c["num_ack_pending"]]
     assert not busy, f"consumers still busy: {busy}"
     return True
+
+
+class PublicationWatch:
+    """A plain (core) NATS subscription to every stream's subjects for the whole run: it sees each publish, so a relay
+    that publishes one Nats-Msg-Id twice shows here, though JetStream's dedupe window keeps the stream clean."""
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self.ids: dict[str, list[float]] = defaultdict(list)  # event id -> when each publish was seen
+        self.seen = 0
+        self.republished: Counter[str] = Counter()  # by the fault that explains it
+
+    @classmethod
+    async def start(cls, stack: Stack) -> PublicationWatch:
+        nc = await nats.connect(stack.state()["nats_url"], max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        watch = cls(nc)
+        js = nc.jetstream()
+        for stream in STREAMS:
+            if stream == "DEADLETTERS":
+                continue
+            for subject in (await js.stream_info(stream)).config.subjects or []:
+                await nc.subscribe(subject, cb=watch._on_message)
+        return watch
+
+    async def _on_message(self, msg: Any) -> None:
+        self.seen += 1
+        self.ids[(msg.headers or {}).get("Nats-Msg-Id", "")].append(time.monotonic())
+
+    async def stop(self) -> None:
+        await self.nc.close()
+
+    def problems(self, outbox_ids: set[str], faults: list[tuple[str, float]]) -> list[str]:
+        """An event id published more than once is a problem unless a fault struck between its publishes: a relay
+        killed after the PubAck but before it recorded the send, or a broker restart that lost the PubAck, publishes
+        again (JetStream stores it once; the stream check says so). Nothing else may publish twice."""
+        found = []
+        for event_id, times in self.ids.items():
+            if len(times) == 1:
+                continue
+            explained = [name for name, struck in faults if times[0] - 1.0 <= struck <= times[-1]]
+            if len(times) == 2 and explained:
+                self.republished[explained[-1]] += 1
+            else:
+                found.append(f"event {event_id} published {len(times)} times, no fault between (faults {explained})")
+        found += [f"a publish without an event id from an outbox: {i!r}" for i in self.ids if i not in outbox_ids]
+        return found
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -551,6 +649,7 @@ async def check_invariants(stack: Stack, seen: Outcomes) -> tuple[list[str], dic
             problems.append(f"order {oid} was declined (402) but is {status_of.get(oid)} with payments")
 
     figures = {
+        "outbox_ids": set(published),
         "orders": Counter(status_of.values()),
         "refunds": refunds,
         "tickets": len(tickets),
@@ -578,7 +677,8 @@ async def test_every_service_agrees_on_every_order_after_each_one_and_the_broker
         seller = await signup(client)
         buyers = [await signup(client) for _ in range(6)]
         chaos_done = asyncio.Event()
-        chaos_task = asyncio.create_task(chaos(stack, chaos_done, faults))
+        publications = await PublicationWatch.start(stack)
+        chaos_task = asyncio.create_task(chaos(stack, chaos_done, faults, client))
         flows: list[asyncio.Task[None]] = []
         while len(flows) < MAX_FLOWS and not (chaos_done.is_set() and len(flows) >= MIN_FLOWS):
             flows.append(asyncio.create_task(flow(len(flows), client, seller, buyers, seen)))
@@ -595,8 +695,14 @@ async def test_every_service_agrees_on_every_order_after_each_one_and_the_broker
     workload_done = time.monotonic()
 
     await asyncio.to_thread(eventually, lambda: quiescent(stack), timeout=60, interval=0.5)
+    agreed_after = time.monotonic() - workload_done
+    await publications.stop()
     problems, figures = await check_invariants(stack, seen)
+    problems += publications.problems(figures["outbox_ids"], client.fault_log)
+    problems += [f"not a 503 with Retry-After: {line}" for line in client.bad_5xx]
+    problems += [f"outside any fault: {line}" for line in client.outside_fault]
     assert not problems, f"{len(problems)} problems, the first:\n" + "\n".join(problems[:25])
+    # How soon they agreed is printed against the issue's bound, not asserted: a timing, on a shared machine (bench/).
 
     restarts = {name: stack.state()["services"][name]["restarts"] for name in SERVICES}
     assert restarts == dict.fromkeys(SERVICES, 1), f"a service crashed by itself: restarts {restarts}"
@@ -612,7 +718,12 @@ async def test_every_service_agrees_on_every_order_after_each_one_and_the_broker
             f"{len(seen.cancelled)} cancelled by buyers, {len(seen.declined)} declined, {len(seen.late)} refused as "
             f"expired, {figures['refunds']} paid but expired first, marked for refund) on {figures['tickets']} tickets "
             f"in {len(flows)} flows; faults: {', '.join(faults)}; "
-            f"{client.requests} requests, {retried} retried ({dict(client.retries.most_common(4))}); "
+            f"{client.requests} requests, {retried} retried (by cause: {dict(client.retries.most_common())}), "
+            f"0 5xx but 503 with Retry-After, 0 failures outside a fault, no 404 for an existing entity but while its "
+            f"producer was killed ({sum(n for r, n in client.retries.items() if r.startswith('404'))}); "
+            f"{publications.seen} publications seen on core NATS, each event id once but "
+            f"{sum(publications.republished.values())} republished across a fault ({dict(publications.republished)}); "
+            f"all agreed {agreed_after:.1f}s after the load (target {AGREE_WITHIN:.0f}s, not asserted); "
             f"{figures['events']} events, {figures['consumers']} consumers checked; "
             f"workload {workload_done - started:.1f}s, total {time.monotonic() - started:.1f}s"
         )

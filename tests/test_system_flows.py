@@ -15,12 +15,21 @@ def create_ticket(client: httpx.Client, title: str = "Concert", price: float = 2
     return response.json()
 
 
+def not_yet_known(response: httpx.Response) -> bool:
+    """The contract's "retry shortly" for an entity a replica has not heard of yet: 503 with Retry-After, never 404."""
+    if response.status_code != 503:
+        return False
+    assert response.headers.get("retry-after") == "1", response.headers
+    assert response.json() == {"errors": [{"message": "Not yet known; retry shortly"}]}
+    return True
+
+
 def order_ticket(client: httpx.Client, ticket_id: str) -> dict[str, Any]:
     """Order a ticket once orders has heard of it (ticket.created travels over the bus first)."""
 
     def attempt() -> dict[str, Any] | None:
         response = client.post("/api/orders", json={"ticketId": ticket_id})
-        if response.status_code == 404:
+        if not_yet_known(response):
             return None
         assert response.status_code == 201, response.text
         return response.json()
@@ -143,7 +152,7 @@ def test_pays_for_an_order_and_the_order_completes(stack: Stack) -> None:
 
     def pay() -> httpx.Response | None:
         response = buyer.post("/api/payments", json={"token": "tok_visa", "orderId": order["id"]})
-        return None if response.status_code == 404 else response  # payments has not heard of the order yet
+        return None if not_yet_known(response) else response  # payments has not heard of the order yet
 
     payment = eventually(pay)
 
@@ -165,7 +174,7 @@ def test_a_declined_card_gives_402_and_the_order_stays_open(stack: Stack) -> Non
 
     def pay() -> httpx.Response | None:
         response = buyer.post("/api/payments", json={"token": "tok_chargeDeclined", "orderId": order["id"]})
-        return None if response.status_code == 404 else response
+        return None if not_yet_known(response) else response
 
     declined = eventually(pay)
 

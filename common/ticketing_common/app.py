@@ -25,7 +25,7 @@ from ticketing_common import bus, metrics
 from ticketing_common.bus import BusConnection
 from ticketing_common.catalog import asyncapi_document
 from ticketing_common.db import asyncpg_dsn, make_engine, make_sessionmaker
-from ticketing_common.errors import error_body, install_error_handlers
+from ticketing_common.errors import error_body, error_chain, install_error_handlers
 from ticketing_common.events import EVENT_TYPES
 from ticketing_common.limits import RequestLimitsMiddleware
 from ticketing_common.listener import Listener, ListenerWiring
@@ -263,6 +263,8 @@ async def _readiness_problem(runtime: Runtime | None, head: str | None) -> str |
                 await asyncio.wait_for(conn.execute(text("SELECT version_num FROM alembic_version")), 2)
             ).scalar()
     except Exception as exc:
+        if any(isinstance(error, asyncpg.UndefinedTableError) for error in error_chain(exc)):
+            return "Database migrations are not applied"  # reachable, but no alembic_version table yet
         logger.warning("readiness: database check failed: %s", exc)
         return "Database is not reachable"
     if version != head:

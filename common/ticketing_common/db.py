@@ -21,10 +21,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    event,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -177,17 +179,40 @@ async def listen_forever(
                     await asyncio.wait_for(conn.close(), timeout=2)
 
 
+def _discard_closed_connection(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+    """Pool checkout: a connection whose socket the server closed (a restart) is replaced, not handed out.
+
+    The equivalent of pool_pre_ping at no cost: asyncpg already saw the server's FIN on the event loop, so asking it
+    costs no round trip. SQLAlchemy retries the checkout with a fresh connection on DisconnectionError.
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("connection closed by the server")
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine.
+    """An asyncpg engine whose first request after a database restart succeeds.
 
     No pre-ping: with asyncpg it costs three round trips per checkout (BEGIN, ping, ROLLBACK), which doubled the
-    cost of a read. A connection that died with a Postgres restart fails one statement, and SQLAlchemy then
-    invalidates the whole pool, so one request per restart sees a 500 instead of every request paying.
+    cost of a read. Instead a checkout hook drops connections asyncpg already knows are closed (a restarted Postgres
+    closes every session's socket), for free. A statement that still meets a dead connection (a silent network
+    drop) fails with an outage error, which SQLAlchemy answers by invalidating the pool, and the request with a 503.
 
+    pool_timeout: a request waits at most this long for a connection before its 503, not SQLAlchemy's 30 s.
     hide_parameters: a statement's parameters (an email, a password hash) never reach an exception's text, and so
     never a log line.
     """
-    return create_async_engine(url, pool_size=pool_size, max_overflow=20, pool_recycle=1800, hide_parameters=True)
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=20,
+        pool_recycle=1800,
+        pool_timeout=10,
+        hide_parameters=True,
+        connect_args={"timeout": 5},
+    )
+    event.listen(engine.sync_engine, "checkout", _discard_closed_connection)
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

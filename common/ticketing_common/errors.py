@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
+import asyncpg
+import nats.errors
+import nats.js.errors
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -37,6 +43,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     404: "Not Found",
     409: "A concurrent change won; retrying may succeed",
     500: "Something went wrong",
+    503: "The service cannot answer now (a dependency is down, or the entity is not yet known); see Retry-After",
 }
 
 
@@ -86,6 +93,18 @@ class NotFound(AppError):
     message = "Not Found"
 
 
+class ReplicaNotFound(NotFound):
+    """An entity this service knows only from its replica (an order in payments, a ticket in orders) is not there.
+
+    404 only while the consumer that brings such entities has caught up; while it is behind (messages not yet
+    delivered or not yet acked), the entity may exist and arrive in a moment, so the answer is NotYetKnown (503,
+    Retry-After: 1) instead. Subclasses name the consumer: its stream and durable.
+    """
+
+    replica_stream: ClassVar[str]
+    replica_durable: ClassVar[str]
+
+
 class Conflict(AppError):
     """A concurrent change won; retrying may succeed (409)."""
 
@@ -98,6 +117,115 @@ class PaymentDeclined(AppError):
 
     status_code = 402
     message = "Payment declined"
+
+
+class ServiceUnavailable(AppError):
+    """The service cannot answer now, but may in a moment (503 with Retry-After)."""
+
+    status_code = 503
+    message = "Service unavailable, retry shortly"
+    retry_after = 2
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+
+class NotYetKnown(ServiceUnavailable):
+    """The entity is not in this service's replica, and the consumer that would bring it is behind (503).
+
+    A 404 would be a lie: the entity may exist and arrive within a moment. 404 is kept for a caught-up replica.
+    """
+
+    message = "Not yet known; retry shortly"
+    retry_after = 1
+
+
+# What a dependency outage raises, by type: a database down, restarting or cut off, a pool that timed out, NATS away.
+# Matched anywhere in an error's cause/context chain (SQLAlchemy wraps the driver's errors).
+_OUTAGE_TYPES: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # 08xxx: the connection failed or does not exist
+    asyncpg.CannotConnectNowError,  # 57P03: the database system is starting up / shutting down
+    asyncpg.AdminShutdownError,  # 57P01: terminating connection due to administrator command
+    asyncpg.CrashShutdownError,  # 57P02: terminating because of the crash of another server process
+    asyncpg.ConnectionDoesNotExistError,  # connection was closed in the middle of operation
+    asyncpg.InternalClientError,  # a session the server ended under a transaction (see uow.UnitOfWork.rollback)
+    sqlalchemy.exc.TimeoutError,  # QueuePool limit: every connection busy for pool_timeout
+    ConnectionError,  # refused / reset (OSError subclasses), on connect or mid-statement
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.NoRespondersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.TimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+_OUTAGE_FAMILIES: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.SQLAlchemyError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    nats.errors.Error,
+)
+
+
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
+    """exc, then its causes and contexts (SQLAlchemy wraps the adapter's error, which wraps the driver's)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _is_outage(error: BaseException) -> bool:
+    if isinstance(error, _OUTAGE_TYPES):
+        return True
+    if isinstance(error, asyncpg.InterfaceError):
+        return "connection is closed" in str(error)
+    return isinstance(error, sqlalchemy.exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+def outage_cause(exc: BaseException) -> BaseException | None:
+    """The error in exc's chain that says a dependency is unreachable, or None for any other error."""
+    return next((error for error in error_chain(exc) if _is_outage(error)), None)
+
+
+class OutageLog:
+    """One log line per outage error; the first of an outage with its traceback, the rest with a running count.
+
+    An outage is a run of such errors with no quiet gap longer than `quiet_seconds`; a new one logs a traceback again.
+    A thousand requests failing on one restarting database are one story, not a thousand tracebacks.
+    """
+
+    def __init__(self, outcome: str = "answered 503", quiet_seconds: float = 30.0) -> None:
+        self.outcome = outcome
+        self.quiet_seconds = quiet_seconds
+        self.count = 0
+        self._last = float("-inf")
+
+    @property
+    def last(self) -> float:
+        """When (time.monotonic) the last outage error was recorded; -inf if never."""
+        return self._last
+
+    def record(self, what: str, cause: BaseException, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last > self.quiet_seconds:
+            self.count = 0
+        self._last = now
+        self.count += 1
+        reason = f"{type(cause).__name__}: {str(cause)[:200]}"
+        if self.count == 1:
+            logger.warning("outage: %s %s (%s)", what, self.outcome, reason, exc_info=exc)
+        else:
+            logger.warning("outage: %s %s (%s); %d errors in this outage", what, self.outcome, reason, self.count)
 
 
 _BUILTIN_MESSAGES = {
@@ -150,12 +278,47 @@ def _with_request_id(request: Request, response: JSONResponse) -> JSONResponse:
     return response
 
 
+# After an outage (NATS or the database away), producers' relays still have to publish what they committed meanwhile,
+# and may do so late (their NOTIFY listener reconnects, their poll runs each second); for this long after this process
+# met an outage or saw NATS reconnect, a replica miss is "not yet known" whatever its consumer says.
+RECOVERY_GRACE_SECONDS = 10.0
+
+
+async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
+    """Whether the replica may still receive the entity: its consumer has messages to deliver or ack (one NATS
+    request, on a miss only), JetStream cannot be asked, or an outage ended moments ago."""
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return False
+    state = request.app.state
+    reconnects = runtime.nc.stats.get("reconnects", 0)
+    if reconnects != getattr(state, "seen_reconnects", 0):
+        state.seen_reconnects, state.reconnect_seen_at = reconnects, time.monotonic()
+    logs = [getattr(state, "outage_log", None), *(getattr(li, "outages", None) for li in runtime.listeners)]
+    last_outage = max((log.last for log in logs if isinstance(log, OutageLog)), default=float("-inf"))
+    last_trouble = max(getattr(state, "reconnect_seen_at", float("-inf")), last_outage)
+    if time.monotonic() - last_trouble < RECOVERY_GRACE_SECONDS:
+        return True
+    try:
+        info = await asyncio.wait_for(runtime.js.consumer_info(exc.replica_stream, exc.replica_durable), 1)
+    except Exception as error:  # NATS away or slow: whether it is there cannot be told, so not "not found"
+        logger.warning("consumer %s: lag unknown (%s); answering not yet known", exc.replica_durable, error)
+        return True
+    return bool(info.num_pending or info.num_ack_pending)
+
+
 def install_error_handlers(app: FastAPI, missing_messages: Mapping[str, str] | None = None) -> None:
     """Render every error of the app in the contract's shape; missing_messages names per-field texts."""
 
+    outages = OutageLog()
+    app.state.outage_log = outages
+
     async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
-        return JSONResponse(exc.body(), status_code=exc.status_code)
+        if isinstance(exc, ReplicaNotFound) and await _replica_behind(request, exc):
+            exc = NotYetKnown()
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServiceUnavailable) else None
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -168,10 +331,22 @@ def install_error_handlers(app: FastAPI, missing_messages: Mapping[str, str] | N
         return JSONResponse(error_body(message, field), status_code=exc.status_code, headers=exc.headers)
 
     async def on_unknown_error(request: Request, exc: Exception) -> JSONResponse:
+        cause = outage_cause(exc)
+        if cause is not None:
+            outages.record(f"{request.method} {request.url.path}", cause, exc)
+            unavailable = ServiceUnavailable()
+            response = JSONResponse(
+                unavailable.body(), status_code=503, headers={"Retry-After": str(unavailable.retry_after)}
+            )
+            return _with_request_id(request, response)
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return _with_request_id(request, JSONResponse(error_body("Something went wrong"), status_code=500))
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    # The families outages come from, by type: handled inside the app, so the server does not log each one again
+    # with its traceback (the catch-all below runs in Starlette's outermost middleware, which re-raises).
+    for family in _OUTAGE_FAMILIES:
+        app.add_exception_handler(family, on_unknown_error)
     app.add_exception_handler(Exception, on_unknown_error)

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ticketing_common import metrics
 from ticketing_common.db import DeadLetter, InboxRecord
+from ticketing_common.errors import OutageLog, outage_cause
 from ticketing_common.events import Event, stream_for
 from ticketing_common.requestid import set_request_id
 from ticketing_common.uow import Database, UnitOfWork
@@ -77,9 +78,17 @@ class Listener(ABC, Generic[E]):
 
     event_type: ClassVar[type[Event]]
     ack_wait: ClassVar[float] = 30.0
+    # Deliveries after which a failing handler or an unresolved version gap is dead-lettered. Counted here, not by
+    # JetStream (its max_deliver is unlimited): an outage must not use up a message's deliveries.
     max_deliver: ClassVar[int] = 20
     retry_delay: ClassVar[float] = 0.1
     max_retry_delay: ClassVar[float] = 30.0
+    # A handler that failed because the database or NATS was unreachable is retried this soon, every time: it
+    # comes back within this long of the recovery, not after a delay that grew while the outage lasted.
+    outage_retry_delay: ClassVar[float] = 1.0
+    # Messages delivered and not yet acked, gaps waiting for their predecessor included: high enough that a burst
+    # of out-of-order events cannot fill it and stall the other entities' events behind them.
+    max_ack_pending: ClassVar[int] = 20_000
     fetch_batch: ClassVar[int] = 100
 
     def __init__(self, wiring: ListenerWiring) -> None:
@@ -91,6 +100,7 @@ class Listener(ABC, Generic[E]):
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = False
         self._busy = False
+        self.outages = OutageLog(f"retried in {self.outage_retry_delay:g} s")
 
     @property
     def subject(self) -> str:
@@ -121,9 +131,10 @@ class Listener(ABC, Generic[E]):
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=ack_wait if ack_wait is not None else cls.ack_wait,
-            max_deliver=cls.max_deliver,
+            # Unlimited for JetStream: the listener counts deliveries itself (max_deliver), so an outage uses none up.
+            max_deliver=-1,
             filter_subject=cls.event_type.subject,
-            max_ack_pending=1000,
+            max_ack_pending=cls.max_ack_pending,
         )
 
     def consumer_config(self) -> ConsumerConfig:
@@ -138,7 +149,8 @@ class Listener(ABC, Generic[E]):
         await self.js.add_consumer(self.stream, self.consumer_config())
 
     async def start(self) -> None:
-        """Bind the durable the provisioner created, and consume in the background."""
+        """Bind the durable the provisioner created, and consume in the background (again, after a stop)."""
+        self._stopping = False
         self._sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         self._task = asyncio.create_task(self._run(self._sub), name=f"listener-{self.durable}")
 
@@ -229,13 +241,74 @@ class Listener(ABC, Generic[E]):
                     set_request_id(msg.headers.get("X-Request-ID") if msg.headers else None)
                     await self._handle_checked(uow, event)
                     outcomes.append("applied")
-        except Exception:
-            for msg, _, _ in batch:
-                await self.process(msg)
+        except Exception as exc:
+            if await self._outage(exc, [msg for msg, _, _ in batch]):
+                return
+            await self._process_each(batch)
             return
         for (msg, _, _), outcome in zip(batch, outcomes, strict=True):
             metrics.EVENTS_HANDLED.labels(self.durable, outcome).inc()
             await msg.ack()
+
+    async def _process_each(self, batch: list[tuple[Msg, Event, str]]) -> None:
+        """Give each message of a failed batch its own fate, in one transaction with a savepoint per message.
+
+        A version gap rolls back to its savepoint and waits (nak with a growing delay); a failing handler likewise,
+        until it is dead-lettered; the rest commit together. One commit for the batch, not one per message: a burst
+        of a thousand out-of-order events costs ten transactions per round, and the other entities' events behind
+        them are not held up by it.
+        """
+        outcomes: list[tuple[Msg, str, str, str]] = []  # msg, message id, outcome, reason
+        try:
+            async with self.database.transaction() as uow:
+                conn = await uow.connection()
+                for msg, event, message_id in batch:
+                    set_request_id(msg.headers.get("X-Request-ID") if msg.headers else None)
+                    # A savepoint on the driver connection: a few hundred microseconds where SQLAlchemy's
+                    # begin_nested cost ten milliseconds a message here.
+                    savepoint = conn.transaction()
+                    await savepoint.start()
+                    try:
+                        outcome = "duplicate"
+                        if await self._claim(uow, [message_id]):
+                            await self._handle_checked(uow, event)
+                            outcome = "applied"
+                        await uow.session.flush()  # ORM changes into this savepoint, not a later one
+                        await savepoint.commit()
+                        outcomes.append((msg, message_id, outcome, ""))
+                    except Exception as exc:
+                        await savepoint.rollback()
+                        uow.session.expunge_all()  # its objects may describe rows the savepoint took back
+                        if outage_cause(exc) is not None:
+                            raise
+                        if isinstance(exc, EventOutOfOrder):
+                            outcomes.append((msg, message_id, "deferred", str(exc)))
+                        else:
+                            logger.exception("%s: handler failed for %s", self.durable, message_id)
+                            outcomes.append((msg, message_id, "failed", f"handler failed: {exc!r}"))
+        except Exception as exc:
+            if not await self._outage(exc, [msg for msg, _, _ in batch]):
+                for msg, _, _ in batch:  # not an outage, yet the transaction failed: one at a time after all
+                    await self.process(msg)
+            return
+        for msg, message_id, outcome, reason in outcomes:
+            if outcome in ("applied", "duplicate"):
+                metrics.EVENTS_HANDLED.labels(self.durable, outcome).inc()
+                await msg.ack()
+            else:
+                await self._retry_or_give_up(msg, message_id, msg.metadata.num_delivered, reason, outcome)
+
+    async def _outage(self, exc: BaseException, messages: list[Msg]) -> bool:
+        """If exc says the database or NATS is unreachable: retry the messages soon, log once per outage; True."""
+        cause = outage_cause(exc)
+        if cause is None:
+            return False
+        self.outages.record(f"consumer {self.durable}", cause, exc)
+        for msg in messages:
+            metrics.EVENTS_HANDLED.labels(self.durable, "outage").inc()
+            with contextlib.suppress(nats.errors.Error):
+                await msg.nak(delay=self.outage_retry_delay)
+        return True
 
     async def process(self, msg: Msg) -> None:
         """Handle one message: parse, apply once inside a transaction with its inbox record, then ack."""
@@ -257,6 +330,8 @@ class Listener(ABC, Generic[E]):
             await self._retry_or_give_up(msg, message_id, deliveries, str(exc), "deferred")
             return
         except Exception as exc:
+            if await self._outage(exc, [msg]):
+                return
             logger.exception("%s: handler failed for %s", self.durable, message_id)
             await self._retry_or_give_up(msg, message_id, deliveries, f"handler failed: {exc!r}", "failed")
             return

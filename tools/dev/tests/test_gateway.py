@@ -236,11 +236,12 @@ async def test_streams_a_large_body_both_ways(backend_url: str) -> None:
     assert response.content == payload
 
 
-async def test_answers_502_in_the_error_shape_when_the_backend_is_down() -> None:
+async def test_answers_503_with_retry_after_in_the_error_shape_when_the_backend_is_down() -> None:
     async with gateway_client({"orders-srv": f"http://127.0.0.1:{free_port()}"}) as client:
         response = await client.get("/api/orders")
 
-    assert response.status_code == 502
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
     assert response.json() == {"errors": [{"message": "orders-srv is unavailable"}]}
     assert response.headers["x-request-id"]
 

@@ -233,7 +233,8 @@ class Gateway:
             logger.warning("%s %s -> %s timed out", scope["method"], path, route.service)
             return
         except httpx.HTTPError as exc:
-            await _respond(send, 502, _error(f"{route.service} is unavailable"), request_id)
+            # A backend that is down (restarting, crashed) is an outage: 503 with Retry-After, as the contract says.
+            await _respond(send, 503, _error(f"{route.service} is unavailable"), request_id, retry_after=1)
             logger.warning("%s %s -> %s unavailable: %s", scope["method"], path, route.service, exc)
             return
         try:
@@ -327,18 +328,15 @@ async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def _respond(send: Send, status: int, body: bytes, request_id: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        }
-    )
+async def _respond(send: Send, status: int, body: bytes, request_id: str, *, retry_after: int | None = None) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

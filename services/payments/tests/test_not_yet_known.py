@@ -1,0 +1,53 @@
+"""Not found, or not yet? payments answers 503 'not yet known' for an order while its order.created consumer is behind."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from nats.aio.client import Client as NATS
+
+from ticketing_common.events import OrderCreated, OrderStatus, OrderTicket
+from ticketing_payments.listeners import OrderCreatedListener
+from ticketing_testing import eventually, make_user
+from ticketing_testing.plugin import RunningService
+
+
+async def test_an_order_its_replica_has_not_heard_of_yet_is_503_not_yet_known_then_payable(
+    payments: RunningService, nats_client: NATS
+) -> None:
+    user = make_user()
+    [listener] = [li for li in payments.runtime.listeners if isinstance(li, OrderCreatedListener)]
+    await listener.stop()  # the consumer falls behind: order.created waits undelivered
+    event = OrderCreated(
+        id=uuid.uuid4(),
+        version=0,
+        status=OrderStatus.CREATED,
+        user_id=user.id,
+        expires_at=datetime.now(UTC) + timedelta(minutes=15),
+        ticket=OrderTicket(id=uuid.uuid4(), price=Decimal("12.00")),
+    )
+    await nats_client.jetstream().publish(event.subject, event.to_bytes(), headers={"Nats-Msg-Id": str(event.event_id)})
+    body = {"token": "tok_visa", "orderId": str(event.id)}
+
+    response = await payments.client.post("/api/payments", json=body, headers=user.headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "1"
+    assert response.json() == {"errors": [{"message": "Not yet known; retry shortly"}]}
+
+    await listener.start()  # caught up: the same request now succeeds, as the client's retry would
+
+    async def paid() -> bool:
+        answer = await payments.client.post("/api/payments", json=body, headers=user.headers)
+        return answer.status_code == 201
+
+    await eventually(paid)
+
+
+async def test_an_order_a_caught_up_replica_does_not_hold_is_404(payments: RunningService) -> None:
+    user = make_user()
+    body = {"token": "tok_visa", "orderId": str(uuid.uuid4())}
+    response = await payments.client.post("/api/payments", json=body, headers=user.headers)
+    assert response.status_code == 404
+    assert "Retry-After" not in response.headers
