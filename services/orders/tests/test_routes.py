@@ -3,11 +3,12 @@
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from ticketing_common.events import PaymentCreated
+from ticketing_common.events import PaymentCreated, TicketUpdated
 from ticketing_testing import eventually, make_user
 from ticketing_testing.plugin import RunningService
 
@@ -331,3 +332,25 @@ async def test_docs_and_probes_are_served(orders: RunningService) -> None:
     assert set(paths) == {"/api/orders", "/api/orders/{order_id}"}
     limit = next(p for p in paths["/api/orders"]["get"]["parameters"] if p["name"] == "limit")
     assert (limit["schema"]["type"], limit["schema"]["default"]) == ("integer", 100)
+
+
+async def test_an_order_keeps_the_price_it_was_placed_at(orders: RunningService, seed_ticket, publish, ticket_row):
+    # Issue 15 #3: the seller's edit races the order; orders hears of the new price after the order was placed.
+    ticket = await seed_ticket(price="10.00")
+    user = make_user()
+    placed = (await create(orders, str(ticket.id), user)).json()
+    assert placed["ticket"]["price"] == 10
+    edited = TicketUpdated(
+        id=ticket.id, version=1, title="edited", price=Decimal("999"), user_id=ticket.user_id, order_id=None
+    )
+    await publish(edited)
+
+    async def edit_applied() -> bool:
+        row = await ticket_row(ticket.id)
+        return row is not None and row.version == 1
+
+    await eventually(edit_applied)
+    shown = (await orders.client.get(f"/api/orders/{placed['id']}", headers=user.headers)).json()
+    assert shown["ticket"]["price"] == 10
+    [listed] = (await orders.client.get("/api/orders", headers=user.headers)).json()
+    assert listed["ticket"]["price"] == 10

@@ -51,6 +51,8 @@ class Order(Base):
     user_id: Mapped[uuid.UUID]
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
     status: Mapped[str] = mapped_column(String(20))
+    # The price the order was placed at: what it shows and what payments charges, whatever later edits do.
+    price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     expires_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime]

@@ -86,7 +86,7 @@ _ORDER_COLUMNS = (
     orders.c.payment_id,
     tickets.c.id.label("ticket_id"),
     tickets.c.title.label("ticket_title"),
-    tickets.c.price.label("ticket_price"),
+    orders.c.price.label("ticket_price"),
     tickets.c.version.label("ticket_version"),
 )
 
@@ -124,6 +124,7 @@ async def insert_order(uow: UnitOfWork, order: OrderView) -> bool:
                 user_id=order.user_id,
                 ticket_id=order.ticket.id,
                 status=order.status.value,
+                price=order.ticket.price,
                 expires_at=order.expires_at,
                 version=order.version,
                 created_at=order.created_at,

@@ -1,0 +1,24 @@
+"""Orders keep the price they were placed at (issue 15 #3).
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("orders", sa.Column("price", sa.Numeric(10, 2), nullable=True))
+    # Existing orders: the replica's price is the best record there is of what they were placed at.
+    op.execute("UPDATE orders SET price = tickets.price FROM tickets WHERE tickets.id = orders.ticket_id")
+    op.alter_column("orders", "price", nullable=False)
+
+
+def downgrade() -> None:
+    op.drop_column("orders", "price")
