@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +36,8 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "Not authorized: no valid session, or the resource belongs to someone else",
     402: "The payment provider declined the payment",
     404: "Not Found",
-    409: "A concurrent change won; retrying may succeed",
+    409: "A concurrent change won, or a limit is reached; retrying later may succeed",
+    429: "Too many attempts; Retry-After says when to try again",
     500: "Something went wrong",
 }
 
@@ -67,6 +69,10 @@ class AppError(Exception):
     def body(self) -> dict[str, list[dict[str, str]]]:
         return error_body(self.message, self.field)
 
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides the body (Retry-After on a 429)."""
+        return {}
+
 
 class BadRequest(AppError):
     """Invalid input or a broken business rule (400)."""
@@ -91,6 +97,20 @@ class Conflict(AppError):
 
     status_code = 409
     message = "The resource was changed concurrently; retry"
+
+
+class TooManyRequests(AppError):
+    """Too many attempts (429); Retry-After says in how many whole seconds to try again."""
+
+    status_code = 429
+    message = "Too many attempts; try again later"
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class PaymentDeclined(AppError):
@@ -155,7 +175,7 @@ def install_error_handlers(app: FastAPI, missing_messages: Mapping[str, str] | N
 
     async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
-        return JSONResponse(exc.body(), status_code=exc.status_code)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
