@@ -38,6 +38,8 @@ class Ticket(Base):
     title: Mapped[str] = mapped_column(String(200))
     price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     version: Mapped[int]
+    # The seller, so nobody orders their own ticket; null only for rows replicated before orders kept it.
+    user_id: Mapped[uuid.UUID | None]
     # Informational only: the reservation truth for orders is its own orders table.
     order_id: Mapped[uuid.UUID | None]
 

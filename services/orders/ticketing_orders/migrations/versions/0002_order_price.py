@@ -1,4 +1,4 @@
-"""Orders keep the price they were placed at (issue 15 #3).
+"""Orders keep the price they were placed at (issue 15 #3); the replica keeps each ticket's seller (#9).
 
 Revision ID: 0002
 Revises: 0001
@@ -18,7 +18,9 @@ def upgrade() -> None:
     # Existing orders: the replica's price is the best record there is of what they were placed at.
     op.execute("UPDATE orders SET price = tickets.price FROM tickets WHERE tickets.id = orders.ticket_id")
     op.alter_column("orders", "price", nullable=False)
+    op.add_column("tickets", sa.Column("user_id", sa.Uuid(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("tickets", "user_id")
     op.drop_column("orders", "price")
