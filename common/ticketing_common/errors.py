@@ -69,10 +69,6 @@ class AppError(Exception):
     def body(self) -> dict[str, list[dict[str, str]]]:
         return error_body(self.message, self.field)
 
-    def headers(self) -> dict[str, str]:
-        """Headers the answer carries besides the body (Retry-After on a 429)."""
-        return {}
-
 
 class BadRequest(AppError):
     """Invalid input or a broken business rule (400)."""
@@ -108,9 +104,6 @@ class TooManyRequests(AppError):
     def __init__(self, retry_after: float, message: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = max(1, math.ceil(retry_after))
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class PaymentDeclined(AppError):
@@ -175,7 +168,10 @@ def install_error_handlers(app: FastAPI, missing_messages: Mapping[str, str] | N
 
     async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+        # An error that names a wait (a 429, a 503) says it in Retry-After, in whole seconds.
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
