@@ -27,7 +27,7 @@ from ticketing_common.errors import error_body, install_error_handlers
 from ticketing_common.limits import RequestLimitsMiddleware
 from ticketing_common.listener import Listener, ListenerWiring
 from ticketing_common.logs import configure_logging
-from ticketing_common.metrics import MetricsMiddleware
+from ticketing_common.metrics import MetricsMiddleware, MetricsServer
 from ticketing_common.migrations import head_revision
 from ticketing_common.outbox import OutboxRelay
 from ticketing_common.requestid import RequestIdMiddleware
@@ -119,6 +119,9 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics_server = MetricsServer(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
+        if metrics_server is not None:
+            metrics_server.start()
         engine = make_engine(settings.database_url)
         connection = await bus.connect(settings.nats_url, settings.nats_client_id)
         js = connection.js
@@ -157,6 +160,8 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             await connection.close()
             await pool.close()
             await engine.dispose()
+            if metrics_server is not None:
+                metrics_server.stop()
             logger.info("%s stopped", spec.name)
 
     app = FastAPI(
@@ -195,10 +200,12 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             return JSONResponse(error_body(problem), status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        """Prometheus exposition."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_port is None:
+        # Without a metrics port (the tests) /metrics is on the API port; with one, only there (a 404 here).
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics_endpoint() -> Response:
+            """Prometheus exposition."""
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
