@@ -2,7 +2,9 @@
 
 Hypothesis generates cases from the spec (valid ones, and invalid ones that break it) and each is sent through the
 app's httpx ASGI client, signed in as one test user; every response must be free of 5xx and match the spec: a
-documented status code, a documented content type, and a body that conforms to the documented schema.
+documented status code, a documented content type, and a body that conforms to the documented schema. Every error
+must also be in the contract's shape, checked here directly rather than through the spec: `{"errors": [{"message",
+"field"?}]}` with a non-empty message and a camelCase field, and a 429 or 503 carries Retry-After.
 
 Hypothesis runs in a worker thread (it is synchronous) while the requests run on the test's event loop, where the
 app, its database pool and its NATS connection live. Generation uses a fixed seed, so a run is repeatable, shrinking is
@@ -14,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import math
+import os
+import re
 import time
 import uuid
 from collections import Counter
@@ -38,7 +42,8 @@ from ticketing_orders import models as orders_models
 from ticketing_testing import TestUser, make_user
 from ticketing_testing.plugin import RunningService, ServiceStarter
 
-CASES_PER_SERVICE = 500
+# A few hundred cases in all keep `make test` quick; TICKETING_FUZZ_CASES=2000 (per service) digs deeper.
+CASES_PER_SERVICE = int(os.environ.get("TICKETING_FUZZ_CASES", "150"))
 SEED = 7_2024  # fixed: the same cases every run; change it to explore others
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
@@ -59,6 +64,31 @@ class FuzzRun:
     @property
     def total(self) -> int:
         return sum(self.sent.values())
+
+
+_CAMEL_CASE = re.compile(r"[a-z][A-Za-z0-9]*")
+
+
+def error_shape_problem(response: httpx.Response) -> str | None:
+    """What makes an error response break the contract's error shape, or None if it keeps it."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "the body is not JSON"
+    if not isinstance(body, dict) or set(body) != {"errors"} or not isinstance(body["errors"], list):
+        return 'the body is not {"errors": [...]}'
+    if not body["errors"]:
+        return "no error entry"
+    for entry in body["errors"]:
+        if not isinstance(entry, dict) or not set(entry) <= {"message", "field"}:
+            return f"an entry is not {{message, field?}}: {entry!r}"
+        if not isinstance(entry.get("message"), str) or not entry["message"].strip():
+            return f"an entry has no message: {entry!r}"
+        if "field" in entry and not (isinstance(entry["field"], str) and _CAMEL_CASE.fullmatch(entry["field"])):
+            return f"a field is not a camelCase name: {entry!r}"
+    if response.status_code in (429, 503) and not response.headers.get("Retry-After", "").isdigit():
+        return "no Retry-After in seconds"
+    return None
 
 
 def _request_kwargs(case: Any, headers: dict[str, str]) -> dict[str, Any]:
@@ -113,6 +143,9 @@ def _fuzz_operation(
             return
         run.sent[operation.label] += 1
         run.statuses[response.status_code] += 1
+        if response.status_code >= 400 and (problem := error_shape_problem(response)):
+            key = f"{operation.label} {response.status_code} error shape"
+            run.failures.setdefault(key, f"{request}\n{response.status_code} {response.text[:500]}\n{problem}"[:3000])
         try:
             case.validate_response(response, checks=CHECKS, headers=request["headers"])
         except BaseExceptionGroup as exc:  # schemathesis' FailureGroup: one entry per failed check
@@ -235,3 +268,20 @@ async def test_every_documented_operation_answers_without_a_server_error_and_as_
     )
     assert not run.failures, "\n\n".join(f"{key}\n{detail}" for key, detail in run.failures.items())
     assert run.total >= CASES_PER_SERVICE
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "wrong"),
+    [
+        (400, {"errors": [{"message": "Title is required", "field": "title"}]}, {}, False),
+        (400, {"detail": "Not Found"}, {}, True),
+        (400, {"errors": [{"message": "x", "field": "ticket_id"}]}, {}, True),
+        (400, {"errors": [{"msg": "x"}]}, {}, True),
+        (400, {"errors": []}, {}, True),
+        (429, {"errors": [{"message": "Too many"}]}, {}, True),
+        (429, {"errors": [{"message": "Too many"}]}, {"Retry-After": "30"}, False),
+    ],
+)
+def test_the_error_shape_check_tells_the_contracts_shape_from_others(status, body, headers, wrong) -> None:
+    response = httpx.Response(status, json=body, headers=headers)
+    assert (error_shape_problem(response) is not None) is wrong

@@ -128,3 +128,13 @@ async def test_invalid_utf8_is_the_invalid_json_error(client: httpx.AsyncClient)
 
 def test_paired_surrogates_are_ordinary_text() -> None:
     assert parse_json_body(b'{"t": "\\ud83c\\udfab", "p": 1.5}') == {"t": "\N{TICKET}", "p": Decimal("1.5")}
+
+
+@pytest.mark.parametrize("key", ["\\u00b0v", "ticket_id", "a b", "x" * 100])
+async def test_an_unstorable_value_under_a_key_that_is_no_field_name_names_no_field(
+    client: httpx.AsyncClient, key: str
+) -> None:
+    # Found by the fuzz suite's error-shape check: the key is the client's text, and was echoed as `field`.
+    response = await post(client, f'{{"{key}": "\\u0000", "title": "x", "price": 1}}')
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"message": "Text must not contain NUL or unpaired surrogate characters"}]}

@@ -30,7 +30,7 @@ from ticketing_common.events import EVENT_TYPES
 from ticketing_common.limits import RequestLimitsMiddleware
 from ticketing_common.listener import Listener, ListenerWiring
 from ticketing_common.logs import configure_logging
-from ticketing_common.metrics import MetricsMiddleware
+from ticketing_common.metrics import MetricsMiddleware, MetricsServer
 from ticketing_common.migrations import head_revision
 from ticketing_common.outbox import OutboxRelay
 from ticketing_common.requestid import RequestIdMiddleware
@@ -124,8 +124,13 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     configure_logging(spec.name, settings.log_level)
     head = head_revision(spec.package)
 
+    consumed = [subject for subject, event in EVENT_TYPES.items() if spec.name in event.consumers]
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics_server = MetricsServer(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
+        if metrics_server is not None:
+            metrics_server.start()
         engine = make_engine(settings.database_url)
         seed = settings.nats_nkey_seed
         connection = await bus.connect(
@@ -160,16 +165,26 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             worker = make_worker(runtime)
             await worker.start()
             runtime.workers.append(worker)
+        # The metrics port's server (a thread) cannot ask the database at scrape time: count dead letters every 15 s.
+        counting = (
+            asyncio.create_task(_count_dead_letters_every(runtime, spec.name, consumed, 15.0))
+            if metrics_server is not None and consumed
+            else None
+        )
         logger.info("%s started", spec.name)
         try:
             yield
         finally:
+            if counting is not None:
+                counting.cancel()
             await asyncio.gather(*(w.stop() for w in runtime.workers), return_exceptions=True)
             await asyncio.gather(*(li.stop() for li in runtime.listeners), return_exceptions=True)
             await relay.stop()
             await connection.close()
             await pool.close()
             await engine.dispose()
+            if metrics_server is not None:
+                metrics_server.stop()
             logger.info("%s stopped", spec.name)
 
     app = FastAPI(
@@ -211,15 +226,15 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             return JSONResponse(error_body(problem), status_code=503)
         return JSONResponse({"status": "ready"})
 
-    consumed = [subject for subject, event in EVENT_TYPES.items() if spec.name in event.consumers]
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint(request: Request) -> Response:
-        """Prometheus exposition, with the dead letters counted afresh from the database."""
-        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-        if runtime is not None and consumed:
-            await _count_dead_letters(runtime, spec.name, consumed)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_port is None:
+        # Without a metrics port (the tests) /metrics is on the API port; with one, only there (a 404 here).
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics_endpoint(request: Request) -> Response:
+            """Prometheus exposition, with the dead letters counted afresh from the database."""
+            runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+            if runtime is not None and consumed:
+                await _count_dead_letters(runtime, spec.name, consumed)
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -250,6 +265,12 @@ async def _count_dead_letters(runtime: Runtime, service: str, consumed: list[str
     counts = dict.fromkeys(consumed, 0)
     counts.update({row[0]: int(row[1]) for row in rows})
     metrics.set_dead_letters(service, counts)
+
+
+async def _count_dead_letters_every(runtime: Runtime, service: str, consumed: list[str], seconds: float) -> None:
+    while True:
+        await _count_dead_letters(runtime, service, consumed)
+        await asyncio.sleep(seconds)
 
 
 async def _readiness_problem(runtime: Runtime | None, head: str | None) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -41,7 +42,8 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "Not authorized: no valid session, or the resource belongs to someone else",
     402: "The payment provider declined the payment",
     404: "Not Found",
-    409: "A concurrent change won; retrying may succeed",
+    409: "A concurrent change won, or a limit is reached; retrying later may succeed",
+    429: "Too many attempts; Retry-After says when to try again",
     500: "Something went wrong",
     503: "The service cannot answer now (a dependency is down, or the entity is not yet known); see Retry-After",
 }
@@ -110,6 +112,17 @@ class Conflict(AppError):
 
     status_code = 409
     message = "The resource was changed concurrently; retry"
+
+
+class TooManyRequests(AppError):
+    """Too many attempts (429); Retry-After says in how many whole seconds to try again."""
+
+    status_code = 429
+    message = "Too many attempts; try again later"
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class PaymentDeclined(AppError):
@@ -317,7 +330,9 @@ def install_error_handlers(app: FastAPI, missing_messages: Mapping[str, str] | N
         assert isinstance(exc, AppError)
         if isinstance(exc, ReplicaNotFound) and await _replica_behind(request, exc):
             exc = NotYetKnown()
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServiceUnavailable) else None
+        # An error that names a wait (a 429, a 503) says it in Retry-After, in whole seconds.
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import uuid
@@ -23,12 +24,30 @@ from ticketing_common import metrics
 from ticketing_common.db import DeadLetter, InboxRecord
 from ticketing_common.errors import OutageLog, outage_cause
 from ticketing_common.events import Event, stream_for
-from ticketing_common.requestid import set_request_id
+from ticketing_common.requestid import accept_request_id, is_sane_id, set_request_id
 from ticketing_common.uow import Database, UnitOfWork
 
 logger = logging.getLogger("ticketing.listener")
 
 E = TypeVar("E", bound=Event)
+
+# What a dead letter keeps of each header: enough for an operator, never more than its table and logs can hold.
+_HEADER_KEEP = 256
+
+
+def _event_request_id(msg: Msg) -> str | None:
+    """The event's X-Request-ID, checked as the HTTP edge checks it: a hostile one is replaced by a new id."""
+    raw = msg.headers.get("X-Request-ID") if msg.headers else None
+    return accept_request_id(raw) if raw else None
+
+
+def _raw_msg_id(msg: Msg) -> str | None:
+    return msg.headers.get("Nats-Msg-Id") if msg.headers else None
+
+
+def _msg_id_is_hostile(msg: Msg) -> bool:
+    raw = _raw_msg_id(msg)
+    return bool(raw) and not is_sane_id(raw or "")
 
 
 class EventOutOfOrder(Exception):
@@ -191,9 +210,14 @@ class Listener(ABC, Generic[E]):
 
     @staticmethod
     def message_id(msg: Msg) -> str:
-        """The event's Nats-Msg-Id, or its stream position for events published without one."""
-        if msg.headers and msg.headers.get("Nats-Msg-Id"):
-            return msg.headers["Nats-Msg-Id"]
+        """The event's Nats-Msg-Id, or its stream position for events published without one.
+
+        A Nats-Msg-Id that the HTTP edge would refuse as a request id (too long for the bus tables, or bytes no
+        log should carry) is replaced by `invalid:<its sha256>`, under which the event is dead-lettered.
+        """
+        raw = _raw_msg_id(msg)
+        if raw:
+            return raw if is_sane_id(raw) else "invalid:" + hashlib.sha256(raw.encode(errors="replace")).hexdigest()
         meta = msg.metadata
         return f"{meta.stream}:{meta.sequence.stream}"
 
@@ -225,6 +249,9 @@ class Listener(ABC, Generic[E]):
             return
         batch: list[tuple[Msg, Event, str]] = []
         for msg in messages:
+            if _msg_id_is_hostile(msg):
+                await self.process(msg)  # dead-letters it
+                continue
             try:
                 batch.append((msg, self.event_type.model_validate_json(msg.data), self.message_id(msg)))
             except ValidationError:
@@ -238,7 +265,7 @@ class Listener(ABC, Generic[E]):
                         outcomes.append("duplicate")
                         continue
                     fresh.discard(message_id)  # the same id twice in one batch is a duplicate too
-                    set_request_id(msg.headers.get("X-Request-ID") if msg.headers else None)
+                    set_request_id(_event_request_id(msg))
                     await self._handle_checked(uow, event)
                     outcomes.append("applied")
         except Exception as exc:
@@ -312,9 +339,15 @@ class Listener(ABC, Generic[E]):
 
     async def process(self, msg: Msg) -> None:
         """Handle one message: parse, apply once inside a transaction with its inbox record, then ack."""
-        set_request_id(msg.headers.get("X-Request-ID") if msg.headers else None)
+        set_request_id(_event_request_id(msg))
         message_id = self.message_id(msg)
         deliveries = msg.metadata.num_delivered
+        if _msg_id_is_hostile(msg):
+            # Without a usable id the event cannot be deduplicated, so it is never applied; it is kept for an operator.
+            await self._give_up(
+                msg, message_id, deliveries, "invalid Nats-Msg-Id header: too long or unsafe characters"
+            )
+            return
         try:
             event = self.event_type.model_validate_json(msg.data)
         except ValidationError as exc:
@@ -350,7 +383,10 @@ class Listener(ABC, Generic[E]):
         """Record a dead letter (and announce it on deadletter.<durable>), then stop redelivery."""
         logger.error("%s: dead-lettering %s: %s", self.durable, message_id, reason)
         meta = msg.metadata
-        headers = dict(msg.headers or {})
+        headers = {
+            key[:_HEADER_KEEP].replace("\x00", ""): value[:_HEADER_KEEP].replace("\x00", "")
+            for key, value in (msg.headers or {}).items()
+        }
         notice = {
             "consumer": self.durable,
             "subject": msg.subject,
@@ -381,7 +417,7 @@ class Listener(ABC, Generic[E]):
                     f"deadletter.{self.durable}",
                     json.dumps(notice).encode(),
                     message_id=uuid.uuid4(),
-                    request_id=headers.get("X-Request-ID"),
+                    request_id=_event_request_id(msg),
                 )
         except Exception:
             # Nothing is lost: without a dead-letter row the message stays with JetStream for another try.

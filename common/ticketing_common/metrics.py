@@ -1,10 +1,11 @@
-"""Prometheus metrics every service exposes on /metrics."""
+"""Prometheus metrics every service exposes on /metrics: on a port of its own when METRICS_PORT is set."""
 
 from __future__ import annotations
 
 import time
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Histogram(
@@ -56,3 +57,26 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).observe(time.perf_counter() - start)
+
+
+class MetricsServer:
+    """/metrics on a port of its own, apart from the API port, so a NetworkPolicy can open it to monitoring only.
+
+    prometheus_client's own exposition server, in a thread; it serves the process's default registry.
+    """
+
+    def __init__(self, port: int, host: str) -> None:
+        self.port = port
+        self.host = host
+        self._server: WSGIServer | None = None
+
+    def start(self) -> None:
+        """Listen and serve until stop()."""
+        self._server, _ = start_http_server(self.port, addr=self.host)
+
+    def stop(self) -> None:
+        """Stop serving and close the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -23,9 +23,14 @@ def set_request_id(value: str | None) -> None:
     _request_id.set(value)
 
 
+def is_sane_id(value: str) -> bool:
+    """Whether an id from outside (a request id, an event's Nats-Msg-Id) is fit for logs and the bus tables."""
+    return _VALID.match(value) is not None
+
+
 def accept_request_id(value: str | None) -> str:
     """The client's id when it is sane, else a new one; never trust arbitrary bytes into logs."""
-    if value and _VALID.match(value):
+    if value and is_sane_id(value):
         return value
     return uuid.uuid4().hex
 

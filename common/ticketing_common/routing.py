@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 # NUL, which Postgres text cannot hold, and UTF-16 surrogates, which only JSON escapes can produce and no UTF-8
 # encoder can write.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_FIELD_NAME = re.compile(r"[a-z][A-Za-z0-9]{0,63}")
 UNSTORABLE_MESSAGE = "Text must not contain NUL or unpaired surrogate characters"
 
 
@@ -62,7 +63,8 @@ def parse_json_body(body: bytes) -> Any:
         raise json.JSONDecodeError(str(exc), "", 0) from None
     found, field = _find_unstorable(parsed)
     if found:
-        raise UnstorableText(field)
+        # The key is the client's text: it is echoed as `field` only when it can be one of ours (a camelCase name).
+        raise UnstorableText(field if field is not None and _FIELD_NAME.fullmatch(field) else None)
     return parsed
 
 

@@ -50,6 +50,10 @@ class ServiceSettings(BaseSettings):
     jwt_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     cookie_secure: bool = True
     log_level: str = "INFO"
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve /metrics on this port only (not on the API port)"
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="The address the metrics port listens on")
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     outbox_retention_seconds: int = Field(
         default=24 * 3600,

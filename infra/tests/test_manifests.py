@@ -496,3 +496,31 @@ def test_prod_nats_clients_use_tls_verified_by_the_ca_alone_and_monitoring_stays
             mount = next(m for m in container["volumeMounts"] if ca.startswith(m["mountPath"] + "/"))
             secret = volumes[mount["name"]]["secret"]
             assert secret["secretName"] == "nats-tls" and secret["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+@pytest.mark.parametrize("name", ["auth", "tickets", "orders", "expiration", "payments", "client"])
+def test_metrics_are_served_on_their_own_port_open_to_monitoring_only(
+    k8s: type[K8s], manifests: Manifests, name: str
+) -> None:
+    # Issue 15 #9: the API port (open to all sources) no longer serves /metrics; the metrics port is monitoring's.
+    app = manifests.app_container(name)
+    assert k8s.env_of(app)["METRICS_PORT"]["value"] == "9090"
+    assert {"name": "metrics", "containerPort": 9090} in app["ports"]
+    labels = k8s.pod_labels(manifests.deployment(name))
+    policy = manifests.get("NetworkPolicy", "metrics-allow-monitoring")["spec"]
+    [selector] = policy["podSelector"]["matchExpressions"]
+    assert labels[selector["key"]] in selector["values"]
+    [rule] = policy["ingress"]
+    assert rule["ports"] == [{"port": 9090, "protocol": "TCP"}]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"ticketing.dev/monitoring": "true"}}},
+        {"namespaceSelector": {"matchLabels": {"ticketing.dev/monitoring": "true"}}},
+    ]
+    opened = [
+        port["port"]
+        for policy in manifests.all("NetworkPolicy")
+        if policy["metadata"]["name"] != "metrics-allow-monitoring"
+        for rule in policy["spec"].get("ingress", [])
+        for port in rule.get("ports", [])
+    ]
+    assert 9090 not in opened

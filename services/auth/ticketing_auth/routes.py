@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from ticketing_auth import service
 from ticketing_auth.deps import SettingsDep
@@ -30,10 +30,20 @@ async def sign_up(body: UserCreate, uow: UnitOfWorkDep, settings: SettingsDep, r
     return user
 
 
-@router.post("/signin", response_model=UserRead, responses=error_responses(400))
-async def sign_in(body: UserSignin, uow: UnitOfWorkDep, settings: SettingsDep, response: Response) -> User:
-    """Start a session with an email and password."""
-    user = await service.sign_in(uow=uow, email=body.email, password=body.password)
+@router.post("/signin", response_model=UserRead, responses=error_responses(400, 429))
+async def sign_in(
+    body: UserSignin, uow: UnitOfWorkDep, settings: SettingsDep, request: Request, response: Response
+) -> User:
+    """Start a session with an email and password; 429 with Retry-After after too many failures."""
+    limits = service.SigninLimits(
+        per_account=settings.signin_max_failures_per_account,
+        per_address=settings.signin_max_failures_per_address,
+        window_seconds=settings.signin_window_seconds,
+    )
+    # The peer as uvicorn resolved it: behind the gateway or the Ingress, from X-Forwarded-For of a trusted proxy
+    # (FORWARDED_ALLOW_IPS), so one client cannot use up everyone's allowance and cannot hide behind the proxy.
+    address = request.client.host if request.client is not None else "unknown"
+    user = await service.sign_in(uow=uow, email=body.email, password=body.password, address=address, limits=limits)
     _start_session(settings, response, user)
     return user
 

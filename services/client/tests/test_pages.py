@@ -293,7 +293,9 @@ def test_pages_carry_a_request_id_and_the_client_is_ready(browser: httpx.Client,
     client_url = stack.state()["services"]["client"]["url"]
     assert httpx.get(f"{client_url}/readyz", trust_env=False).json() == {"status": "ready"}
     assert httpx.get(f"{client_url}/healthz", trust_env=False).status_code == 200
-    assert httpx.get(f"{client_url}/metrics", trust_env=False).status_code == 200
+    # /metrics is on the metrics port only, as in Kubernetes; neither the page port nor the gateway serves it.
+    assert httpx.get(stack.state()["services"]["client"]["metrics_url"], trust_env=False).status_code == 200
+    assert httpx.get(f"{client_url}/metrics", trust_env=False).status_code == 404
     # Through the gateway (as through the Ingress, whose "/" rule reaches the client) /metrics is not served.
     assert browser.get("/metrics").status_code == 404
     assert browser.get("/api/users/../../metrics").status_code == 404

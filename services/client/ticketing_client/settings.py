@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     payment_provider: Literal["fake", "stripe"] = "fake"
     stripe_publishable_key: str | None = Field(default=None, description="pk_... for Stripe's client-side flow")
     log_level: str = "INFO"
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve /metrics on this port only (not on the page port)"
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="The address the metrics port listens on")
 
     @model_validator(mode="after")
     def _an_api_to_call(self) -> Settings:

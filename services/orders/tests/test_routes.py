@@ -3,11 +3,12 @@
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from ticketing_common.events import PaymentCreated
+from ticketing_common.events import PaymentCreated, TicketUpdated
 from ticketing_testing import eventually, make_user
 from ticketing_testing.plugin import RunningService
 
@@ -238,6 +239,7 @@ async def test_lists_page_by_page_with_an_opaque_cursor(orders: RunningService, 
     assert pages == 3
 
 
+@pytest.mark.parametrize("orders", [{"max_open_orders": 200}], indirect=True)
 async def test_the_default_page_is_100_orders(orders: RunningService, seed_ticket, place_order, publish) -> None:
     user = make_user()
     tickets = await asyncio.gather(*(seed_ticket() for _ in range(101)))
@@ -331,3 +333,63 @@ async def test_docs_and_probes_are_served(orders: RunningService) -> None:
     assert set(paths) == {"/api/orders", "/api/orders/{order_id}"}
     limit = next(p for p in paths["/api/orders"]["get"]["parameters"] if p["name"] == "limit")
     assert (limit["schema"]["type"], limit["schema"]["default"]) == ("integer", 100)
+
+
+async def test_an_order_keeps_the_price_it_was_placed_at(orders: RunningService, seed_ticket, publish, ticket_row):
+    # Issue 15 #3: the seller's edit races the order; orders hears of the new price after the order was placed.
+    ticket = await seed_ticket(price="10.00")
+    user = make_user()
+    placed = (await create(orders, str(ticket.id), user)).json()
+    assert placed["ticket"]["price"] == 10
+    edited = TicketUpdated(
+        id=ticket.id, version=1, title="edited", price=Decimal("999"), user_id=ticket.user_id, order_id=None
+    )
+    await publish(edited)
+
+    async def edit_applied() -> bool:
+        row = await ticket_row(ticket.id)
+        return row is not None and row.version == 1
+
+    await eventually(edit_applied)
+    shown = (await orders.client.get(f"/api/orders/{placed['id']}", headers=user.headers)).json()
+    assert shown["ticket"]["price"] == 10
+    [listed] = (await orders.client.get("/api/orders", headers=user.headers)).json()
+    assert listed["ticket"]["price"] == 10
+
+
+async def test_buying_your_own_ticket_is_refused(orders: RunningService, seed_ticket) -> None:
+    ticket = await seed_ticket()
+    seller = make_user(user_id=ticket.user_id)
+    response = await create(orders, str(ticket.id), seller)
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"message": "You cannot buy your own ticket"}]}
+
+
+@pytest.mark.parametrize("orders", [{"max_open_orders": 3}], indirect=True)
+async def test_one_user_holds_at_most_max_open_orders(orders: RunningService, seed_ticket, publish) -> None:
+    user = make_user()
+    tickets = [await seed_ticket() for _ in range(5)]
+    placed = [await create(orders, str(ticket.id), user) for ticket in tickets[:3]]
+    assert [r.status_code for r in placed] == [201] * 3
+    refused = await create(orders, str(tickets[3].id), user)
+    assert refused.status_code == 409
+    assert refused.json() == {"errors": [{"message": "You already hold 3 open orders; pay for or cancel one first"}]}
+    # Someone else is not limited by this user's reservations.
+    assert (await create(orders, str(tickets[3].id))).status_code == 201
+    # A cancelled order no longer counts.
+    cancelled = await orders.client.delete(f"/api/orders/{placed[0].json()['id']}", headers=user.headers)
+    assert cancelled.status_code == 204
+    assert (await create(orders, str(tickets[4].id), user)).status_code == 201
+
+
+async def test_concurrent_orders_of_one_user_never_exceed_the_cap(orders: RunningService, seed_ticket) -> None:
+    user = make_user()
+    tickets = [await seed_ticket() for _ in range(14)]
+    responses = await asyncio.gather(*(create(orders, str(ticket.id), user) for ticket in tickets))
+    assert sorted(r.status_code for r in responses) == [201] * 10 + [409] * 4
+
+
+def test_max_open_orders_defaults_to_10() -> None:
+    from ticketing_orders.settings import Settings
+
+    assert Settings.model_fields["max_open_orders"].default == 10

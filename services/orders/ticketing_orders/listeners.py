@@ -25,6 +25,7 @@ class TicketCreatedListener(Listener[TicketCreated]):
             title=event.title,
             price=event.price,
             order_id=None,
+            seller_id=event.user_id,
         )
 
 
@@ -42,6 +43,7 @@ class TicketUpdatedListener(Listener[TicketUpdated]):
             title=event.title,
             price=event.price,
             order_id=event.order_id,
+            seller_id=event.user_id,
         )
 
 

@@ -38,6 +38,8 @@ class Ticket(Base):
     title: Mapped[str] = mapped_column(String(200))
     price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     version: Mapped[int]
+    # The seller, so nobody orders their own ticket; null only for rows replicated before orders kept it.
+    user_id: Mapped[uuid.UUID | None]
     # Informational only: the reservation truth for orders is its own orders table.
     order_id: Mapped[uuid.UUID | None]
 
@@ -51,6 +53,8 @@ class Order(Base):
     user_id: Mapped[uuid.UUID]
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
     status: Mapped[str] = mapped_column(String(20))
+    # The price the order was placed at: what it shows and what payments charges, whatever later edits do.
+    price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     expires_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime]

@@ -36,6 +36,14 @@ class TicketView:
 
 
 @dataclass(frozen=True)
+class ReplicaTicket:
+    """A ticket as orders' replica holds it, with its seller when known."""
+
+    ticket: TicketView
+    seller_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
 class RefundView:
     """A late payment waiting to be refunded."""
 
@@ -68,11 +76,14 @@ _COMPLETE_OPEN = f"""
     WHERE id = $1 AND status IN {_OPEN}
     RETURNING id"""
 _INSERT_TICKET = """
-    INSERT INTO tickets (id, title, price, version, order_id) VALUES ($1, $2, $3, 0, $4)
+    INSERT INTO tickets (id, title, price, version, order_id, user_id) VALUES ($1, $2, $3, 0, $4, $5)
     ON CONFLICT (id) DO NOTHING RETURNING id"""
 _UPDATE_TICKET = """
-    UPDATE tickets SET title = $2, price = $3, order_id = $4, version = $5
+    UPDATE tickets SET title = $2, price = $3, order_id = $4, version = $5, user_id = $6
     WHERE id = $1 AND version = $5 - 1 RETURNING id"""
+# The user's open orders, counted under a lock on the user, so two concurrent orders cannot both pass the cap.
+_LOCK_USER = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))"
+_OPEN_ORDERS = f"SELECT count(*) FROM orders WHERE user_id = $1 AND status IN {_OPEN}"
 _TICKET_VERSION = "SELECT version FROM tickets WHERE id = $1"
 
 _ORDER_COLUMNS = (
@@ -86,7 +97,7 @@ _ORDER_COLUMNS = (
     orders.c.payment_id,
     tickets.c.id.label("ticket_id"),
     tickets.c.title.label("ticket_title"),
-    tickets.c.price.label("ticket_price"),
+    orders.c.price.label("ticket_price"),
     tickets.c.version.label("ticket_version"),
 )
 
@@ -105,14 +116,26 @@ def _view(row: Any) -> OrderView:
     )
 
 
-async def find_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> TicketView | None:
-    """The replica's ticket, or None if orders has not heard of it."""
+async def find_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> ReplicaTicket | None:
+    """The replica's ticket and its seller, or None if orders has not heard of it."""
     row = (
         await uow.session.execute(
-            select(tickets.c.id, tickets.c.title, tickets.c.price, tickets.c.version).where(tickets.c.id == ticket_id)
+            select(tickets.c.id, tickets.c.title, tickets.c.price, tickets.c.version, tickets.c.user_id).where(
+                tickets.c.id == ticket_id
+            )
         )
     ).first()
-    return TicketView(row.id, row.title, row.price, row.version) if row is not None else None
+    if row is None:
+        return None
+    return ReplicaTicket(TicketView(row.id, row.title, row.price, row.version), row.user_id)
+
+
+async def count_open_orders_locked(uow: UnitOfWork, user_id: uuid.UUID) -> int:
+    """The user's open orders, after taking the user's lock until the transaction ends."""
+    conn = await uow.connection()
+    await conn.execute(_LOCK_USER, str(user_id))
+    count: int = await conn.fetchval(_OPEN_ORDERS, user_id)
+    return count
 
 
 async def insert_order(uow: UnitOfWork, order: OrderView) -> bool:
@@ -124,6 +147,7 @@ async def insert_order(uow: UnitOfWork, order: OrderView) -> bool:
                 user_id=order.user_id,
                 ticket_id=order.ticket.id,
                 status=order.status.value,
+                price=order.ticket.price,
                 expires_at=order.expires_at,
                 version=order.version,
                 created_at=order.created_at,
@@ -209,19 +233,32 @@ async def find_status_and_payment(uow: UnitOfWork, order_id: uuid.UUID) -> tuple
 
 
 async def insert_ticket(
-    uow: UnitOfWork, *, ticket_id: uuid.UUID, title: str, price: Decimal, order_id: uuid.UUID | None
+    uow: UnitOfWork,
+    *,
+    ticket_id: uuid.UUID,
+    title: str,
+    price: Decimal,
+    order_id: uuid.UUID | None,
+    seller_id: uuid.UUID,
 ) -> bool:
     """Add version 0 of a ticket to the replica; False if the replica already holds the ticket."""
     conn = await uow.connection()
-    return await conn.fetchval(_INSERT_TICKET, ticket_id, title, price, order_id) is not None
+    return await conn.fetchval(_INSERT_TICKET, ticket_id, title, price, order_id, seller_id) is not None
 
 
 async def update_ticket(
-    uow: UnitOfWork, *, ticket_id: uuid.UUID, version: int, title: str, price: Decimal, order_id: uuid.UUID | None
+    uow: UnitOfWork,
+    *,
+    ticket_id: uuid.UUID,
+    version: int,
+    title: str,
+    price: Decimal,
+    order_id: uuid.UUID | None,
+    seller_id: uuid.UUID,
 ) -> bool:
     """Move the replica's ticket to `version` if it holds version - 1; False otherwise."""
     conn = await uow.connection()
-    return await conn.fetchval(_UPDATE_TICKET, ticket_id, title, price, order_id, version) is not None
+    return await conn.fetchval(_UPDATE_TICKET, ticket_id, title, price, order_id, version, seller_id) is not None
 
 
 async def ticket_version(uow: UnitOfWork, ticket_id: uuid.UUID) -> int | None:

@@ -26,15 +26,16 @@ def _read(order: service.OrderView) -> OrderRead:
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
     response_model_exclude_none=True,
-    responses=error_responses(400, 401, 404),
+    responses=error_responses(400, 401, 404, 409),
 )
 async def create_order(body: OrderCreate, user: CurrentUser, uow: UnitOfWorkDep, settings: SettingsDep) -> OrderRead:
-    """Reserve a ticket for ORDER_EXPIRATION_SECONDS; publishes order.created."""
+    """Reserve a ticket for ORDER_EXPIRATION_SECONDS (not your own; at most MAX_OPEN_ORDERS open); order.created."""
     order = await service.create_order(
         uow=uow,
         user_id=user.id,
         ticket_id=body.ticket_id,
         expiration_seconds=settings.order_expiration_seconds,
+        max_open_orders=settings.max_open_orders,
     )
     return _read(order)
 

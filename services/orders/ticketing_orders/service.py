@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from ticketing_common.errors import BadRequest, NotAuthorized, NotFound, ReplicaNotFound
+from ticketing_common.errors import BadRequest, Conflict, NotAuthorized, NotFound, ReplicaNotFound
 from ticketing_common.events import (
     OrderCancelled,
     OrderCreated,
@@ -50,6 +50,20 @@ class TicketReserved(BadRequest):
         super().__init__("Ticket is already reserved")
 
 
+class OwnTicket(BadRequest):
+    """A seller cannot buy their own ticket."""
+
+    def __init__(self) -> None:
+        super().__init__("You cannot buy your own ticket")
+
+
+class TooManyOpenOrders(Conflict):
+    """The user already holds MAX_OPEN_ORDERS open orders; paying for or cancelling one frees a place."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"You already hold {limit} open orders; pay for or cancel one first")
+
+
 class OrderAlreadyComplete(BadRequest):
     """A paid order cannot be cancelled."""
 
@@ -72,12 +86,22 @@ async def create_order(
     user_id: uuid.UUID,
     ticket_id: uuid.UUID,
     expiration_seconds: int,
+    max_open_orders: int,
     now: datetime | None = None,
 ) -> OrderView:
-    """Reserve a ticket until now + expiration_seconds; the database's partial unique index decides races."""
-    ticket = await repository.find_ticket(uow, ticket_id)
-    if ticket is None:
+    """Reserve a ticket until now + expiration_seconds; the database's partial unique index decides races.
+
+    Refused when the caller sold the ticket, or already holds max_open_orders open orders (counted under a lock
+    on the user, so concurrent orders of one user cannot overshoot the cap).
+    """
+    found = await repository.find_ticket(uow, ticket_id)
+    if found is None:
         raise TicketNotFound()
+    if found.seller_id == user_id:
+        raise OwnTicket()
+    if await repository.count_open_orders_locked(uow, user_id) >= max_open_orders:
+        raise TooManyOpenOrders(max_open_orders)
+    ticket = found.ticket
     created_at = now or _now()
     order = OrderView(
         id=uuid.uuid4(),
@@ -206,6 +230,7 @@ async def apply_ticket(
     title: str,
     price: Decimal,
     order_id: uuid.UUID | None,
+    seller_id: uuid.UUID,
 ) -> bool:
     """Apply one ticket version to the replica in version order: True if applied, False if stale.
 
@@ -213,10 +238,18 @@ async def apply_ticket(
     version_gate look at the held version to tell a stale event (ignored) from a gap (EventOutOfOrder).
     """
     if version == 0:
-        applied = await repository.insert_ticket(uow, ticket_id=ticket_id, title=title, price=price, order_id=order_id)
+        applied = await repository.insert_ticket(
+            uow, ticket_id=ticket_id, title=title, price=price, order_id=order_id, seller_id=seller_id
+        )
     else:
         applied = await repository.update_ticket(
-            uow, ticket_id=ticket_id, version=version, title=title, price=price, order_id=order_id
+            uow,
+            ticket_id=ticket_id,
+            version=version,
+            title=title,
+            price=price,
+            order_id=order_id,
+            seller_id=seller_id,
         )
     if applied:
         return True

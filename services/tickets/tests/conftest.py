@@ -96,7 +96,7 @@ def dead_letters(tickets: RunningService) -> Callable[[], Awaitable[int]]:
 
 
 def order_created(
-    ticket_id: uuid.UUID | str, *, order_id: uuid.UUID | None = None, expires_in: float = 900
+    ticket_id: uuid.UUID | str, *, order_id: uuid.UUID | None = None, expires_in: float = 900, price: float = 20
 ) -> OrderCreated:
     """An order.created (version 0) for a ticket, as orders publishes it."""
     return OrderCreated(
@@ -105,7 +105,7 @@ def order_created(
         status=OrderStatus.CREATED,
         user_id=uuid.uuid4(),
         expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
-        ticket=OrderTicket(id=uuid.UUID(str(ticket_id)), price=20),
+        ticket=OrderTicket(id=uuid.UUID(str(ticket_id)), price=price),
     )
 
 

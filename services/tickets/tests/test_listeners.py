@@ -27,7 +27,7 @@ async def test_order_created_reserves_the_ticket_and_publishes_it(
     tickets, create_ticket, publish, wait_handled, events, make_order_created
 ) -> None:
     ticket = await create_ticket(title="gig", price=15)
-    created = make_order_created(ticket["id"])
+    created = make_order_created(ticket["id"], price=15)
     await publish(created)
     await wait_handled(created.event_id)
     assert await read_ticket(tickets, ticket["id"]) == {**ticket, "orderId": str(created.id), "version": 1}
@@ -294,3 +294,29 @@ async def test_a_shuffled_duplicated_sequence_ends_like_the_ordered_one(
 async def _published_version(events, ticket_id, version) -> bool:
     published = updates_of(events, ticket_id)
     return bool(published) and published[-1]["version"] == version
+
+
+async def test_an_edit_that_raced_an_order_gives_way_to_the_orders_price(
+    tickets, seller, create_ticket, publish, wait_handled, events, make_order_created
+) -> None:
+    # Issue 15 #3: the order was placed at 20 on orders' replica; the seller's edit to 999 reached tickets first.
+    ticket = await create_ticket(title="gig", price=20)
+    response = await tickets.client.put(
+        f"/api/tickets/{ticket['id']}", json={"title": "gig", "price": 999}, headers=seller.headers
+    )
+    assert response.status_code == 200
+    created = make_order_created(ticket["id"])
+    assert created.ticket.price == 20
+    await publish(created)
+    await wait_handled(created.event_id)
+    shown = await read_ticket(tickets, ticket["id"])
+    assert (shown["price"], shown["orderId"], shown["version"]) == (20, str(created.id), 2)
+    published = await events.wait_for("ticket.updated", 2)
+    assert [(e["version"], e["price"], e["orderId"]) for e in published] == [
+        (1, 999, None),
+        (2, 20, str(created.id)),
+    ]
+    refused = await tickets.client.put(
+        f"/api/tickets/{ticket['id']}", json={"title": "gig", "price": 999}, headers=seller.headers
+    )
+    assert refused.status_code == 400

@@ -24,6 +24,7 @@ class OrderCreatedListener(Listener[OrderCreated]):
             order_version=event.version,
             ticket_id=event.ticket.id,
             expires_at=event.expires_at,
+            price=event.ticket.price,
         )
 
 

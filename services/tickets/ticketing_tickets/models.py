@@ -54,6 +54,8 @@ class OrderVersion(Base):
     ticket_id: Mapped[uuid.UUID]
     version: Mapped[int]
     expires_at: Mapped[datetime]
+    # The price the order was placed at (order.created's ticket.price): a reserved ticket shows it.
+    price: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
     cancelled: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
     __table_args__ = (

@@ -133,12 +133,12 @@ async def lock_order_version(uow: UnitOfWork, order_id: uuid.UUID) -> int | None
 
 
 async def insert_live_order(
-    uow: UnitOfWork, *, order_id: uuid.UUID, ticket_id: uuid.UUID, version: int, expires_at: datetime
+    uow: UnitOfWork, *, order_id: uuid.UUID, ticket_id: uuid.UUID, version: int, expires_at: datetime, price: Decimal
 ) -> None:
-    """Record a live (not cancelled) order of a ticket."""
+    """Record a live (not cancelled) order of a ticket, with the price it was placed at."""
     await uow.session.execute(
         insert(order_versions).values(
-            order_id=order_id, ticket_id=ticket_id, version=version, expires_at=expires_at, cancelled=False
+            order_id=order_id, ticket_id=ticket_id, version=version, expires_at=expires_at, price=price, cancelled=False
         )
     )
 
@@ -150,24 +150,24 @@ async def cancel_order(uow: UnitOfWork, *, order_id: uuid.UUID, version: int) ->
     )
 
 
-async def live_orders(uow: UnitOfWork, ticket_id: uuid.UUID, *, limit: int) -> list[uuid.UUID]:
-    """Up to `limit` live orders of a ticket, newest expiry first."""
+async def live_orders(uow: UnitOfWork, ticket_id: uuid.UUID, *, limit: int) -> list[tuple[uuid.UUID, Decimal | None]]:
+    """Up to `limit` live orders of a ticket with the prices they were placed at, newest expiry first."""
     result = await uow.session.execute(
-        select(order_versions.c.order_id)
+        select(order_versions.c.order_id, order_versions.c.price)
         .where(order_versions.c.ticket_id == ticket_id, order_versions.c.cancelled.is_(False))
         .order_by(order_versions.c.expires_at.desc(), order_versions.c.order_id.desc())
         .limit(limit)
     )
-    return list(result.scalars().all())
+    return [(row.order_id, row.price) for row in result.all()]
 
 
-async def set_holder(uow: UnitOfWork, ticket_id: uuid.UUID, holder: uuid.UUID | None) -> TicketState:
-    """Point the ticket at the order holding it (or none) and bump its version."""
+async def set_holder(uow: UnitOfWork, ticket_id: uuid.UUID, holder: uuid.UUID | None, price: Decimal) -> TicketState:
+    """Point the ticket at the order holding it (or none) at a price, and bump its version."""
     row = (
         await uow.session.execute(
             update(tickets)
             .where(tickets.c.id == ticket_id)
-            .values(order_id=holder, version=tickets.c.version + 1)
+            .values(order_id=holder, price=price, version=tickets.c.version + 1)
             .returning(*_COLUMNS)
         )
     ).one()

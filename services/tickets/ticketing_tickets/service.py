@@ -125,15 +125,21 @@ def cancellation_applies(held: int | None, incoming: int) -> bool:
 
 
 async def reserve_ticket(
-    *, uow: UnitOfWork, order_id: uuid.UUID, order_version: int, ticket_id: uuid.UUID, expires_at: datetime
+    *,
+    uow: UnitOfWork,
+    order_id: uuid.UUID,
+    order_version: int,
+    ticket_id: uuid.UUID,
+    expires_at: datetime,
+    price: Decimal,
 ) -> None:
-    """Apply order.created: record the live order and settle who reserves its ticket."""
+    """Apply order.created: record the live order and its price, and settle who reserves its ticket."""
     # Every order event for a ticket takes the ticket's lock first, so they apply one at a time per ticket.
     ticket = await repository.lock_ticket(uow, ticket_id)
     if not version_gate(await repository.lock_order_version(uow, order_id), order_version):
         return
     await repository.insert_live_order(
-        uow, order_id=order_id, ticket_id=ticket_id, version=order_version, expires_at=expires_at
+        uow, order_id=order_id, ticket_id=ticket_id, version=order_version, expires_at=expires_at, price=price
     )
     if ticket is None:
         # Orders only learns tickets from our own ticket.created, so this is a data problem, not a race.
@@ -159,15 +165,28 @@ async def _settle_reservation(uow: UnitOfWork, ticket: TicketState) -> None:
     recorded order is live. Before that, an order.created can arrive while an older order's cancellation
     is still on its way: then the newest (latest expiresAt) live order is shown, which is the one that
     will remain. The result depends only on which events were applied, never on their arrival order.
+
+    A reserved ticket shows the price its order was placed at. They differ only when the seller's edit reached
+    tickets before an order that orders had already placed on the earlier version (issue 15 #3): the order
+    wins, since it is what the buyer pays, so the edit's price gives way and is published as undone.
     """
     live = await repository.live_orders(uow, ticket.id, limit=2)
     if len(live) > 1:
         logger.warning(
             "ticket %s has several live orders (%s); showing the newest until the others' cancellations arrive",
             ticket.id,
-            ", ".join(str(o) for o in live),
+            ", ".join(str(order_id) for order_id, _ in live),
         )
-    holder = live[0] if live else None
-    if holder == ticket.order_id:
+    holder, held_price = live[0] if live else (None, None)
+    price = ticket.price if held_price is None else held_price
+    if holder == ticket.order_id and price == ticket.price:
         return
-    uow.enqueue(_ticket_updated(await repository.set_holder(uow, ticket.id, holder)))
+    if price != ticket.price:
+        logger.warning(
+            "ticket %s was edited to %s while order %s was placed at %s: the order's price stands",
+            ticket.id,
+            ticket.price,
+            holder,
+            price,
+        )
+    uow.enqueue(_ticket_updated(await repository.set_holder(uow, ticket.id, holder, price)))

@@ -207,6 +207,8 @@ class DevStack:
         for info in infos:
             port = options.service_ports.get(info.name) or _env_port(info.name) or free_port()
             self.services[info.name] = _Service(info, port, self._service_env(info))
+            # /metrics on a port of its own, as in Kubernetes, so the gateway (like the Ingress) never reaches it.
+            self.services[info.name].env.update(METRICS_PORT=str(free_port()), METRICS_HOST="127.0.0.1")
 
         # Everything that does not depend on something else starts at once.
         self.zygote = Zygote(self._on_exit)
@@ -462,6 +464,7 @@ class DevStack:
             "services": {
                 name: {
                     "url": f"http://127.0.0.1:{s.port}",
+                    "metrics_url": f"http://127.0.0.1:{s.env['METRICS_PORT']}/metrics",
                     "port": s.port,
                     "pid": s.pid,
                     "restarts": s.restarts,

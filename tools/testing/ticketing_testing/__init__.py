@@ -37,9 +37,11 @@ class TestUser:
         return {"Cookie": f"{SESSION_COOKIE}={self.token}"}
 
 
-def make_user(*, email: str | None = None, key: str = TEST_JWT_KEY, ttl_seconds: int = 3600) -> TestUser:
-    """A user with a unique id and email, signed in with a valid token."""
-    user_id = uuid.uuid4()
+def make_user(
+    *, email: str | None = None, key: str = TEST_JWT_KEY, ttl_seconds: int = 3600, user_id: uuid.UUID | None = None
+) -> TestUser:
+    """A user with a unique id (or the given one) and email, signed in with a valid token."""
+    user_id = user_id or uuid.uuid4()
     email = email or f"user-{user_id.hex[:12]}@example.com"
     return TestUser(user_id, email, create_token(user_id=user_id, email=email, key=key, ttl_seconds=ttl_seconds))
 
