@@ -241,6 +241,8 @@ class DevStack:
             # The web client calls the REST API where a browser would: through this gateway.
             API_URL=self.gateway_url,
         )
+        # The fake payment provider's charges (Stripe's side) outlive a payments restart, as Stripe's would.
+        env.setdefault("FAKE_PROVIDER_LEDGER", str(self.state_dir / "fake-provider-ledger.sqlite3"))
         return env
 
     async def _create_databases(self) -> None:
