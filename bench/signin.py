@@ -74,11 +74,11 @@ async def run() -> Result:
             for i in range(ROUNDS):
                 times = await _round(client, email)
                 summary = {kind: _spread(values) for kind, values in times.items()}
-                summary["ratio"] = round(summary["unknown"]["p50_ms"] / summary["wrong"]["p50_ms"], 3)
-                rounds.append(summary | {"samples_ms": times})
+                ratio = round(summary["unknown"]["p50_ms"] / summary["wrong"]["p50_ms"], 3)
+                rounds.append({**summary, "ratio": ratio, "samples_ms": times})
                 say(
                     f"signin round {i + 1}: wrong password p50 {summary['wrong']['p50_ms']:.1f} ms, "
-                    f"unknown email p50 {summary['unknown']['p50_ms']:.1f} ms, ratio {summary['ratio']:.2f}"
+                    f"unknown email p50 {summary['unknown']['p50_ms']:.1f} ms, ratio {ratio:.2f}"
                 )
     every = {kind: [t for r in rounds for t in r["samples_ms"][kind]] for kind in ("wrong", "unknown")}
     spread = {kind: _spread(values) for kind, values in every.items()}
