@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from bench.harness import REPO, ROUNDS, Result, Row, median, say
+from ticketing_dev.state import pid_alive
 
 TARGET_SECONDS = 5.0
 # A start that must first reclaim the Postgres and NATS a killed runner left (formerly a timed test assertion).
@@ -111,18 +112,8 @@ def _kill_runner(state_dir: Path) -> None:
     pids = [state["zygote_pid"], *(s["pid"] for s in state["services"].values() if s.get("pid"))]
     os.kill(state["runner_pid"], signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
         time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

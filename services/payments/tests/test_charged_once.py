@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,22 +30,12 @@ async def start_payments(start_service: ServiceStarter, ledger: Path, name: str)
 
 
 async def test_a_charge_whose_commit_failed_is_not_charged_again_by_the_retry_after_a_restart(
-    start_service: ServiceStarter, tmp_path: Path
+    start_service: ServiceStarter, order_in, tmp_path: Path
 ) -> None:
     ledger = tmp_path / "fake-provider-ledger.sqlite3"
     first = await start_payments(start_service, ledger, "payments-first")
     user = make_user()
-    order_id = uuid.uuid4()
-    async with first.runtime.database.transaction() as uow:
-        await service.record_order_created(
-            uow=uow,
-            order_id=order_id,
-            version=0,
-            user_id=user.id,
-            price=Decimal("20.50"),
-            status="created",
-            expires_at=datetime.now(UTC) + timedelta(minutes=15),
-        )
+    order_id = (await order_in(first, user_id=user.id)).id
 
     # The window the create_payment docstring describes: the provider charged, then our commit failed.
     async def charge_then_lose_the_connection() -> None:
