@@ -31,7 +31,8 @@ from ticketing_dev.state import pid_alive
 TARGET_SECONDS = 5.0
 # A start that must first reclaim the Postgres and NATS a killed runner left (formerly a timed test assertion).
 KILLED_TARGET_SECONDS = 60.0
-TIMEOUT_SECONDS = 60.0
+# Generous: a loaded machine must give a slow figure, not a failed benchmark.
+TIMEOUT_SECONDS = 180.0
 _BANNER = re.compile(r"every /readyz green ([0-9.]+)s after start")
 
 
