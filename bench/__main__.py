@@ -21,6 +21,7 @@ BENCHMARKS = {
     "listener": "bench.listener:run",
     "expiration": "bench.expiration:run",
     "startup": "bench.startup:run",
+    "signin": "bench.signin:run",
 }
 
 

@@ -7,13 +7,12 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+import ticketing_orders.app as orders_app
+import ticketing_orders.settings as orders_settings
+import ticketing_tickets.app as tickets_app
+import ticketing_tickets.settings as tickets_settings
 from ticketing_testing import eventually, make_user
 from ticketing_testing.plugin import RunningService, ServiceStarter
-
-tickets_app = pytest.importorskip("ticketing_tickets.app")
-tickets_settings = pytest.importorskip("ticketing_tickets.settings")
-orders_app = pytest.importorskip("ticketing_orders.app")
-orders_settings = pytest.importorskip("ticketing_orders.settings")
 
 
 @pytest.fixture

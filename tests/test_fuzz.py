@@ -15,21 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import math
 import os
 import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, assume, given, seed, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+from nats.aio.client import Client as NATS
+from pydantic import ValidationError
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -37,9 +43,12 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import select
 
+from ticketing_common.db import DeadLetter
+from ticketing_common.events import OrderCancelled, OrderCreated, OrderStatus, OrderTicket, TicketRef
 from ticketing_orders import models as orders_models
-from ticketing_testing import TestUser, make_user
+from ticketing_testing import EventCapture, TestUser, eventually, make_user
 from ticketing_testing.plugin import RunningService, ServiceStarter
 
 # A few hundred cases in all keep `make test` quick; TICKETING_FUZZ_CASES=2000 (per service) digs deeper.
@@ -48,7 +57,9 @@ SEED = 7_2024  # fixed: the same cases every run; change it to explore others
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 BASE_URL = "http://testserver"
-SERVICES = ("auth", "tickets", "orders", "payments", "expiration")
+# expiration serves no API (only /healthz, /readyz, /metrics): its input is the bus, fuzzed below instead.
+SERVICES = ("auth", "tickets", "orders", "payments")
+EVENT_CASES = 300
 
 
 @dataclass
@@ -246,8 +257,7 @@ async def test_every_documented_operation_answers_without_a_server_error_and_as_
     service = await start_service(create_app, settings_cls, f"ticketing_{name}")
     schema = schemathesis.openapi.from_dict(service.app.openapi())
     operations = [result.ok() for result in schema.get_all_operations()]
-    if not operations:
-        pytest.skip(f"{name} documents no operations in its OpenAPI spec (its /healthz /readyz /metrics are unlisted)")
+    assert operations, f"{name} documents no operations in its OpenAPI spec"
 
     user = make_user()
     pins = await _pins(name, service, user)
@@ -285,3 +295,152 @@ async def test_every_documented_operation_answers_without_a_server_error_and_as_
 def test_the_error_shape_check_tells_the_contracts_shape_from_others(status, body, headers, wrong) -> None:
     response = httpx.Response(status, json=body, headers=headers)
     assert (error_shape_problem(response) is not None) is wrong
+
+
+# Hostile event payloads: any JSON at all, not JSON at all, and order events with one field made wrong.
+_json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
+_any_json = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+_wrong_values = (
+    _any_json
+    | st.sampled_from(["", "not-a-uuid", "2026-13-45T25:61:00Z", "NaN", "\x00", "' OR 1=1 --", "\u202e"])
+    | st.integers(min_value=2**63, max_value=2**200)  # beyond any database integer
+    | st.integers(max_value=-1)
+)
+
+
+def _order_created_body() -> dict[str, Any]:
+    return json.loads(
+        OrderCreated(
+            id=uuid.uuid4(),
+            version=0,
+            status=OrderStatus.CREATED,
+            user_id=uuid.uuid4(),
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+            ticket=OrderTicket(id=uuid.uuid4(), price=Decimal("10.00")),
+        ).to_bytes()
+    )
+
+
+def _order_cancelled_body() -> dict[str, Any]:
+    return json.loads(OrderCancelled(id=uuid.uuid4(), version=1, ticket=TicketRef(id=uuid.uuid4())).to_bytes())
+
+
+@st.composite
+def _one_field_wrong(draw: st.DrawFn, make_body: Callable[[], dict[str, Any]]) -> bytes:
+    """A valid event body with one field (possibly nested) replaced by a wrong value or removed."""
+    body = make_body()
+    target = body
+    key = draw(st.sampled_from(sorted(body)))
+    if isinstance(body[key], dict) and draw(st.booleans()):
+        target = body[key]
+        key = draw(st.sampled_from(sorted(target)))
+    if draw(st.booleans()):
+        del target[key]
+    else:
+        target[key] = draw(_wrong_values)
+    return json.dumps(body).encode()
+
+
+def _hostile_payloads(subject: str) -> st.SearchStrategy[bytes]:
+    make_body = _order_created_body if subject == "order.created" else _order_cancelled_body
+    return (
+        _one_field_wrong(make_body) | _any_json.map(lambda value: json.dumps(value).encode()) | st.binary(max_size=64)
+    )
+
+
+def _generate_hostile(count: int) -> list[tuple[str, bytes]]:
+    """`count` (subject, payload) pairs the events' own models reject, from a fixed seed."""
+    cases: list[tuple[str, bytes]] = []
+    models = {"order.created": OrderCreated, "order.cancelled": OrderCancelled}
+
+    @seed(SEED)
+    @settings(
+        max_examples=count,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        st.sampled_from(sorted(models)).flatmap(lambda subject: st.tuples(st.just(subject), _hostile_payloads(subject)))
+    )
+    def collect(case: tuple[str, bytes]) -> None:
+        subject, payload = case
+        try:
+            models[subject].model_validate_json(payload)
+        except ValidationError:
+            cases.append(case)
+            return
+        assume(False)  # a payload the contract accepts is not hostile; the other tests cover those
+
+    collect()
+    return cases
+
+
+async def test_expiration_dead_letters_every_hostile_event_payload_and_goes_on(
+    start_service: ServiceStarter, nats_client: NATS, events: EventCapture
+) -> None:
+    from ticketing_expiration.app import create_app
+    from ticketing_expiration.models import ExpirationJob
+    from ticketing_expiration.settings import Settings
+
+    service = await start_service(create_app, Settings, "ticketing_expiration")
+    durables = {listener.subject: listener.durable for listener in service.runtime.listeners}
+    hostile = await asyncio.to_thread(_generate_hostile, EVENT_CASES)
+    js = nats_client.jetstream()
+    sent: dict[str, set[str]] = {subject: set() for subject in durables}
+    # A real order before, among and after the hostile ones: the service must schedule and fire them all.
+    good = [
+        OrderCreated(
+            id=uuid.uuid4(),
+            version=0,
+            status=OrderStatus.CREATED,
+            user_id=uuid.uuid4(),
+            expires_at=datetime.now(UTC) + timedelta(seconds=1 + i),
+            ticket=OrderTicket(id=uuid.uuid4(), price=Decimal("10.00")),
+        )
+        for i in range(3)
+    ]
+    positions = {0: good[0], len(hostile) // 2: good[1], len(hostile): good[2]}
+    for i in range(len(hostile) + 1):
+        if i in positions:
+            event = positions[i]
+            await js.publish(event.subject, event.to_bytes(), headers={"Nats-Msg-Id": str(event.event_id)})
+        if i < len(hostile):
+            subject, payload = hostile[i]
+            message_id = f"hostile-{i}"
+            sent[subject].add(message_id)
+            await js.publish(subject, payload, headers={"Nats-Msg-Id": message_id})
+
+    async def dead_letters() -> dict[str, set[str]]:
+        async with service.sessionmaker() as session:
+            rows = (await session.execute(select(DeadLetter.consumer, DeadLetter.message_id))).all()
+        found: dict[str, set[str]] = {durable: set() for durable in durables.values()}
+        for consumer, message_id in rows:
+            found.setdefault(consumer, set()).add(message_id)
+        return found
+
+    expected = {durables[subject]: ids for subject, ids in sent.items()}
+
+    async def all_dead_lettered() -> bool:
+        return await dead_letters() == expected
+
+    await eventually(all_dead_lettered, timeout=60)
+    fired = await events.wait_for("expiration.complete", len(good), timeout=30)
+    assert sorted(body["orderId"] for body in fired) == sorted(str(event.id) for event in good)
+    async with service.sessionmaker() as session:
+        jobs = set((await session.execute(select(ExpirationJob.order_id))).scalars())
+        reasons = list((await session.execute(select(DeadLetter.reason))).scalars())
+    # No hostile payload became a job; each was refused as invalid on its first delivery, not after retries.
+    assert jobs == {event.id for event in good}
+    assert all(reason.startswith("invalid payload") for reason in reasons), Counter(r[:40] for r in reasons)
+    ready = await service.client.get("/readyz")
+    assert ready.status_code == 200
+    print(
+        f"\nfuzz expiration events (seed {SEED}): {len(hostile)} hostile payloads, all dead-lettered; "
+        f"by subject { ({s: len(ids) for s, ids in sent.items()}) }"
+    )

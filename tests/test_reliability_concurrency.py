@@ -134,32 +134,29 @@ async def test_fifty_concurrent_edits_of_one_ticket_get_sequential_versions_and_
         )
     )
 
-    assert set(statuses(responses)) <= {200, 409}, [r.text for r in responses if r.status_code not in (200, 409)]
-    won = [r.json() for r in responses if r.status_code == 200]
-    lost = [r for r in responses if r.status_code == 409]
-    assert won, "no edit succeeded"
-    # Every edit that won has its own version, and together they are 1..n: nothing skipped, nothing shared.
-    assert sorted(w["version"] for w in won) == list(range(1, len(won) + 1))
+    # Edits of an unreserved ticket queue on its row lock and all win (409 is only for an edit that found the ticket
+    # reserved and then released: services/tickets/tests/test_concurrency.py forces that one).
+    assert statuses(responses) == {200: EDITS}, [r.text for r in responses if r.status_code != 200]
+    won = [r.json() for r in responses]
+    # Every edit has its own version, and together they are exactly 1..50: nothing skipped, nothing shared.
+    assert sorted(w["version"] for w in won) == list(range(1, EDITS + 1))
     last = max(won, key=lambda w: w["version"])
     final = (await tickets.client.get(url)).json()
-    # The final version counts exactly the 200s, so a 409 changed nothing; the row holds the last edit.
-    assert final["version"] == len(won)
+    # The row holds the edit that got the last version: no lost update.
+    assert final["version"] == EDITS
     assert (final["title"], final["price"]) == (last["title"], last["price"])
-    refused_titles = {f"Edit {i}" for i, r in enumerate(responses) if r.status_code == 409}
-    assert all(r.json()["errors"] for r in lost)
 
     # Each version was published exactly once, carrying what its request was told.
-    assert await outbox_count(tickets, "ticket.updated") == len(won)
-    published = [e for e in await events.wait_for("ticket.updated", len(won)) if e["id"] == ticket["id"]]
-    assert sorted(e["version"] for e in published) == list(range(1, len(won) + 1))
+    assert await outbox_count(tickets, "ticket.updated") == EDITS
+    published = [e for e in await events.wait_for("ticket.updated", EDITS) if e["id"] == ticket["id"]]
+    assert sorted(e["version"] for e in published) == list(range(1, EDITS + 1))
     assert {(e["version"], e["title"], e["price"]) for e in published} == {
         (w["version"], w["title"], w["price"]) for w in won
     }
-    assert not refused_titles & {e["title"] for e in published}
-    print(f"\ntickets: {EDITS} concurrent edits, {len(won)} won (versions 1..{len(won)}), {len(lost)} got 409")
+    print(f"\ntickets: {EDITS} concurrent edits, all won, versions 1..{EDITS}")
 
     # orders' replica, fed those events over the broker, ends on the same final version.
-    replica = await replicated_ticket(orders, ticket["id"], version=len(won))
+    replica = await replicated_ticket(orders, ticket["id"], version=EDITS)
     assert (replica.title, float(replica.price)) == (last["title"], last["price"])
 
 

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,10 +162,9 @@ def test_a_killed_runner_leaves_nothing_that_blocks_the_next_start(scratch: Path
 
     # The services go with the runner (their launcher sees its stdin close); Postgres and NATS are reclaimed later.
     eventually(lambda: not [pid for pid in [zygote, *services] if pid_alive(pid)], timeout=20)
-    started = time.monotonic()
+    # How long this start takes is a figure in bench/ (`make bench BENCH=startup`), not an assertion here.
     second = start_stack(state_dir)
     try:
         assert second.client().get("/api/users/currentuser").status_code == 200
-        assert time.monotonic() - started < 60
     finally:
         assert second.stop() == 0

@@ -14,7 +14,7 @@ from busapp import Handled, Replica, TicketCreatedListener, create_app, replica_
 from ticketing_common.db import DeadLetter, OutboxEvent
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.settings import ServiceSettings
-from ticketing_testing import eventually
+from ticketing_testing import eventually, redelivered
 from ticketing_testing.plugin import RunningService, ServiceStarter
 
 
@@ -142,7 +142,7 @@ async def test_an_out_of_order_version_is_deferred_then_applied_in_order(probe: 
     created = ticket_created(title="v0")
     await publish(js, ticket_updated(created, 2, "v2"))
     await publish(js, ticket_updated(created, 1, "v1"))
-    await asyncio.sleep(0.1)
+    await redelivered(js, "TICKETS", "probe-ticket-updated")  # seen and refused, not merely not delivered yet
     assert await count(probe, Replica) == 0  # nothing applies before version 0
     await publish(js, created)
 

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -32,33 +33,45 @@ def fake_provider(payments: RunningService) -> FakeProvider:
     return provider
 
 
+async def add_order(
+    payments: RunningService,
+    *,
+    user_id: uuid.UUID | None = None,
+    price: Decimal = Decimal("20.50"),
+    status: OrderStatus = OrderStatus.CREATED,
+    expires_in: float = 900,
+) -> Order:
+    """Put an order in a payments service's replica as order.created would, with unique ids."""
+    order_id = uuid.uuid4()
+    async with payments.runtime.database.transaction() as uow:
+        await service.record_order_created(
+            uow=uow,
+            order_id=order_id,
+            version=0,
+            user_id=user_id or uuid.uuid4(),
+            price=price,
+            status=status.value,
+            expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
+        )
+        if status == OrderStatus.CANCELLED:
+            await service.record_order_cancelled(uow=uow, order_id=order_id, version=1)
+    async with payments.sessionmaker() as session:
+        order = await session.get(Order, order_id)
+    assert order is not None
+    return order
+
+
+@pytest.fixture
+def order_in() -> Callable[..., Awaitable[Order]]:
+    """add_order for test modules (which cannot import conftest): an order in the given payments service's replica."""
+    return add_order
+
+
 @pytest.fixture
 def make_order(payments: RunningService) -> OrderFactory:
-    """Put an order in the replica as order.created would, with unique ids; keyword arguments override fields."""
+    """An order in the `payments` fixture's replica; keyword arguments override fields."""
 
-    async def make(
-        *,
-        user_id: uuid.UUID | None = None,
-        price: Decimal = Decimal("20.50"),
-        status: OrderStatus = OrderStatus.CREATED,
-        expires_in: float = 900,
-    ) -> Order:
-        order_id = uuid.uuid4()
-        async with payments.runtime.database.transaction() as uow:
-            await service.record_order_created(
-                uow=uow,
-                order_id=order_id,
-                version=0,
-                user_id=user_id or uuid.uuid4(),
-                price=price,
-                status=status.value,
-                expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
-            )
-            if status == OrderStatus.CANCELLED:
-                await service.record_order_cancelled(uow=uow, order_id=order_id, version=1)
-        async with payments.sessionmaker() as session:
-            order = await session.get(Order, order_id)
-        assert order is not None
-        return order
+    async def make(**overrides: Any) -> Order:
+        return await add_order(payments, **overrides)
 
     return make

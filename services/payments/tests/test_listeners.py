@@ -21,7 +21,7 @@ from ticketing_common.events import (
 )
 from ticketing_payments.models import Order
 from ticketing_payments.providers import FakeProvider
-from ticketing_testing import eventually, make_user
+from ticketing_testing import eventually, make_user, redelivered
 from ticketing_testing.plugin import RunningService
 
 CREATED = "payments-order-created"
@@ -117,7 +117,8 @@ async def test_order_cancelled_cancels_the_replica_order_and_payment_is_refused(
 async def test_a_cancel_that_overtakes_its_create_waits_for_it(payments: RunningService, nats_client: NATS) -> None:
     event = order_created()
     await publish(nats_client, order_cancelled(event))
-    # Not applied, not dropped: the cancel is nak'd and comes back.
+    # Not applied, not dropped: the cancel is nak'd and comes back. Looked at once it has come back at least once.
+    await redelivered(payments.runtime.js, "ORDERS", CANCELLED)
     async with payments.sessionmaker() as session:
         assert await session.get(Order, event.id) is None
         assert await session.scalar(select(func.count()).select_from(InboxRecord)) == 0

@@ -6,7 +6,6 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
@@ -15,7 +14,6 @@ import pytest
 import stripe
 
 from ticketing_common.errors import PaymentDeclined
-from ticketing_payments import service
 from ticketing_payments.app import create_app
 from ticketing_payments.providers import InvalidPaymentToken, StripeProvider
 from ticketing_payments.settings import Settings
@@ -175,7 +173,7 @@ async def test_a_retried_request_reuses_the_idempotency_key() -> None:
 
 
 async def test_the_service_pays_through_stripe_and_maps_a_decline_to_402(
-    start_service: ServiceStarter, events: EventCapture
+    start_service: ServiceStarter, events: EventCapture, order_in
 ) -> None:
     reply = intent()
     http = RecordingHTTPClient((402, card_declined()), (200, reply))
@@ -188,17 +186,7 @@ async def test_the_service_pays_through_stripe_and_maps_a_decline_to_402(
         stripe_key=TEST_KEY,
     )
     user = make_user()
-    order_id = uuid.uuid4()
-    async with payments.runtime.database.transaction() as uow:
-        await service.record_order_created(
-            uow=uow,
-            order_id=order_id,
-            version=0,
-            user_id=user.id,
-            price=Decimal("20.50"),
-            status="created",
-            expires_at=datetime.now(UTC) + timedelta(minutes=15),
-        )
+    order_id = (await order_in(payments, user_id=user.id)).id
     body = {"token": "tok_visa", "orderId": str(order_id)}
 
     declined = await payments.client.post("/api/payments", json=body, headers=user.headers)

@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None, *, provider: PaymentProvider | 
         stripe_key=settings.stripe_key,
         timeout_seconds=settings.stripe_timeout_seconds,
         max_network_retries=settings.stripe_max_network_retries,
+        fake_ledger=settings.fake_provider_ledger,
     )
     app = create_service_app(
         ServiceSpec(

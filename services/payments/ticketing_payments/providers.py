@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any, Protocol
 
 import stripe
@@ -54,7 +58,7 @@ def to_minor_units(amount: Decimal) -> int:
 
 @dataclass(frozen=True)
 class FakeChargeRecord:
-    """What the fake provider was asked to charge, for tests to count."""
+    """One charge the fake provider made, as its ledger (Stripe's side) holds it."""
 
     charge_id: str
     amount: Decimal
@@ -64,42 +68,144 @@ class FakeChargeRecord:
     metadata: dict[str, str]
 
 
+_LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS charges (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    charge_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    token TEXT NOT NULL,
+    metadata TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS charges_by_key ON charges (idempotency_key);
+"""
+
+
+class FakeLedger:
+    """The fake provider's record of charges: what Stripe's side would hold, outside the payments process.
+
+    A SQLite file of its own (or memory, for one process's tests), so it outlives a killed payments process and is
+    shared by every replica, as Stripe's records are. It is an append-only list, deliberately not unique by
+    idempotency key: a second charge under one key would be stored, and `charges_per_key` would show it.
+    """
+
+    def __init__(self, path: Path | str = ":memory:") -> None:
+        self.path = str(path)
+        # One connection, used from worker threads one call at a time (the provider's lock); autocommit, so each
+        # charge is its own BEGIN IMMEDIATE transaction and processes sharing the file take turns.
+        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        # WAL with synchronous=NORMAL: a commit survives the process being killed (not a power cut, which a stand-in
+        # for Stripe need not), without an fsync per charge while payments holds the order's row lock.
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_LEDGER_SCHEMA)
+
+    def charge_once(self, key: str, record: Callable[[], FakeChargeRecord | None]) -> FakeChargeRecord | None:
+        """The charge already made under `key`, or the new one `record()` makes (None: nothing charged), stored."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT charge_id, amount, currency, token, idempotency_key, metadata FROM charges"
+                " WHERE idempotency_key = ? ORDER BY seq LIMIT 1",
+                (key,),
+            ).fetchone()
+            if row is not None:
+                conn.execute("COMMIT")
+                return _record(row)
+            charge = record()
+            if charge is not None:
+                conn.execute(
+                    "INSERT INTO charges (charge_id, idempotency_key, amount, currency, token, metadata)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        charge.charge_id,
+                        charge.idempotency_key,
+                        str(charge.amount),
+                        charge.currency,
+                        charge.token,
+                        json.dumps(charge.metadata, sort_keys=True),
+                    ),
+                )
+            conn.execute("COMMIT")
+            return charge
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def charges(self) -> list[FakeChargeRecord]:
+        """Every charge made, oldest first."""
+        rows = self._conn.execute(
+            "SELECT charge_id, amount, currency, token, idempotency_key, metadata FROM charges ORDER BY seq"
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def close(self) -> None:
+        """Close the connection; the file stays."""
+        self._conn.close()
+
+
+def _record(row: tuple[str, str, str, str, str, str]) -> FakeChargeRecord:
+    charge_id, amount, currency, token, key, metadata = row
+    return FakeChargeRecord(charge_id, Decimal(amount), currency, token, key, json.loads(metadata))
+
+
+def charges_per_key(path: Path | str) -> Counter[str]:
+    """How many charges a fake provider's ledger file holds per idempotency key (each must be 1), e.g. for chaos."""
+    ledger = FakeLedger(path)
+    try:
+        return Counter(charge.idempotency_key for charge in ledger.charges())
+    finally:
+        ledger.close()
+
+
 @dataclass
 class FakeProvider:
     """Stripe's test tokens without the network: tok_visa succeeds, tok_chargeDeclined is declined, others are 400.
 
-    Like Stripe it honours the idempotency key: a key already charged returns the same charge and charges nothing.
+    Like Stripe it honours the idempotency key: a key already charged returns the same charge and charges nothing,
+    also after the payments process restarted, since the charges live in the ledger (FAKE_PROVIDER_LEDGER).
     Unlike Stripe it does not remember declines, so a declined order can be retried with another card.
     """
 
     name: str = "fake"
     succeeding_tokens: frozenset[str] = frozenset({"tok_visa", "tok_mastercard", "tok_amex"})
     declined_tokens: frozenset[str] = frozenset({"tok_chargeDeclined", "tok_chargeDeclinedInsufficientFunds"})
-    charges: list[FakeChargeRecord] = field(default_factory=list)
+    ledger: FakeLedger = field(default_factory=FakeLedger)
     calls: int = 0
-    _by_key: dict[str, Charge] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def charges(self) -> list[FakeChargeRecord]:
+        """Every charge in the ledger, oldest first (other processes' too when the ledger is a shared file)."""
+        return self.ledger.charges()
 
     async def charge(
         self, *, amount: Decimal, currency: str, token: str, idempotency_key: str, metadata: Mapping[str, str]
     ) -> Charge:
         """Charge once per idempotency key."""
         self.calls += 1
+
+        def new_charge() -> FakeChargeRecord | None:
+            if token in self.declined_tokens or token not in self.succeeding_tokens:
+                return None
+            return FakeChargeRecord(
+                f"pi_fake_{uuid.uuid4().hex}", amount, currency, token, idempotency_key, dict(metadata)
+            )
+
         async with self._lock:
             await asyncio.sleep(0)  # a real provider answers later: let concurrent requests interleave
-            if idempotency_key in self._by_key:
-                return self._by_key[idempotency_key]
-            if token in self.declined_tokens:
-                raise PaymentDeclined()
-            if token not in self.succeeding_tokens:
-                raise InvalidPaymentToken()
-            charge = Charge(id=f"pi_fake_{uuid.uuid4().hex}")
-            self._by_key[idempotency_key] = charge
-            self.charges.append(FakeChargeRecord(charge.id, amount, currency, token, idempotency_key, dict(metadata)))
-            return charge
+            charged = await asyncio.to_thread(self.ledger.charge_once, idempotency_key, new_charge)
+        if charged is not None:
+            return Charge(id=charged.charge_id)
+        if token in self.declined_tokens:
+            raise PaymentDeclined()
+        raise InvalidPaymentToken()
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Close the ledger's connection."""
+        self.ledger.close()
 
 
 class StripeProvider:
@@ -167,7 +273,12 @@ class StripeProvider:
 
 
 def make_provider(
-    *, provider: str, stripe_key: str | None, timeout_seconds: float, max_network_retries: int
+    *,
+    provider: str,
+    stripe_key: str | None,
+    timeout_seconds: float,
+    max_network_retries: int,
+    fake_ledger: Path | None = None,
 ) -> PaymentProvider:
     """The provider PAYMENT_PROVIDER names."""
     if provider == "stripe":
@@ -176,7 +287,7 @@ def make_provider(
         return StripeProvider(
             api_key=stripe_key, timeout_seconds=timeout_seconds, max_network_retries=max_network_retries
         )
-    return FakeProvider()
+    return FakeProvider(ledger=FakeLedger(fake_ledger or ":memory:"))
 
 
 @dataclass

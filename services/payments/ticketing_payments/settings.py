@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -18,6 +19,11 @@ class Settings(ServiceSettings):
     stripe_key: str | None = Field(default=None, description="Stripe secret key (sk_...); required with stripe")
     stripe_timeout_seconds: float = Field(default=30.0, gt=0)
     stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
+    fake_provider_ledger: Path | None = Field(
+        default=None,
+        description="SQLite file standing for Stripe's records of the fake provider's charges, so they outlive a "
+        "restart and are shared by replicas (`make dev` puts one in its state folder); in memory when unset",
+    )
 
     @model_validator(mode="after")
     def _stripe_key_for_stripe(self) -> Settings:

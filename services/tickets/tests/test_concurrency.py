@@ -4,6 +4,7 @@ import asyncio
 
 from sqlalchemy import select
 
+from ticketing_tickets import repository
 from ticketing_tickets.models import Ticket
 
 
@@ -22,12 +23,13 @@ async def test_concurrent_edits_each_get_their_own_version(tickets, seller, crea
             for i in range(10)
         )
     )
-    assert {r.status_code for r in responses} <= {200, 409}
-    won = [r.json() for r in responses if r.status_code == 200]
-    # Exactly one winner per version: the versions handed out are 1..n with no gaps or repeats.
-    assert sorted(w["version"] for w in won) == list(range(1, len(won) + 1))
+    # Edits of an unreserved ticket wait for each other's row lock and all win: none is refused or lost.
+    assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
+    won = [r.json() for r in responses]
+    # One winner per version: the versions handed out are exactly 1..10, no gaps or repeats.
+    assert sorted(w["version"] for w in won) == list(range(1, 11))
     row = await stored(tickets, ticket["id"])
-    assert row.version == len(won)
+    assert row.version == 10
     # No lost update: the row holds the edit that got the last version, and each edit was published once.
     last = max(won, key=lambda w: w["version"])
     assert (row.title, float(row.price)) == (last["title"], last["price"])
@@ -68,3 +70,41 @@ async def test_an_order_reserving_during_edits_loses_neither_change(
     assert reservation["version"] == row.version
     if won:
         assert row.title == max(won, key=lambda w: w["version"])["title"]
+
+
+async def test_an_edit_that_saw_a_reservation_released_while_it_decided_gets_409_and_its_retry_wins(
+    tickets, seller, create_ticket, publish, wait_handled, events, make_order_created, make_order_cancelled, monkeypatch
+) -> None:
+    ticket = await create_ticket()  # version 0
+    created = make_order_created(ticket["id"])
+    await publish(created)
+    await wait_handled(created.event_id)  # reserved: version 1
+    cancelled = make_order_cancelled(created)
+    real_lookup = repository.find_owner_and_order
+
+    async def released_meanwhile(uow, ticket_id):
+        # The edit's UPDATE has just found the ticket reserved; the order is cancelled and the ticket released
+        # (version 2) before the edit looks at why, as a concurrent order.cancelled would.
+        await publish(cancelled)
+        await wait_handled(cancelled.event_id)
+        return await real_lookup(uow, ticket_id)
+
+    monkeypatch.setattr(repository, "find_owner_and_order", released_meanwhile)
+    url = f"/api/tickets/{ticket['id']}"
+    refused = await tickets.client.put(url, json={"title": "stale edit", "price": 30}, headers=seller.headers)
+    monkeypatch.undo()
+
+    assert refused.status_code == 409, refused.text
+    assert refused.json() == {"errors": [{"message": "The resource was changed concurrently; retry"}]}
+    row = await stored(tickets, ticket["id"])
+    assert (row.version, row.order_id, row.title) == (2, None, ticket["title"])  # the refused edit changed nothing
+    retried = await tickets.client.put(url, json={"title": "stale edit", "price": 30}, headers=seller.headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["version"] == 3
+    # The exact history, each version published once: reserved 1, released 2, the retried edit 3.
+    published = await events.wait_for("ticket.updated", 3)
+    assert [(e["version"], e["orderId"], e["title"]) for e in published] == [
+        (1, str(created.id), ticket["title"]),
+        (2, None, ticket["title"]),
+        (3, None, "stale edit"),
+    ]

@@ -278,6 +278,8 @@ class DevStack:
         )
         if info.name in self.nats_auth.seeds:  # the web client has no bus identity: it never connects
             env["NATS_NKEY_SEED"] = self.nats_auth.seed(info.name)
+        # The fake payment provider's charges (Stripe's side) outlive a payments restart, as Stripe's would.
+        env.setdefault("FAKE_PROVIDER_LEDGER", str(self.state_dir / "fake-provider-ledger.sqlite3"))
         return env
 
     async def _create_databases(self) -> None:

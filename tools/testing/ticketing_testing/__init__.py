@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 
 from ticketing_common.auth import SESSION_COOKIE, create_token
 from ticketing_common.events import STREAMS
@@ -61,6 +62,19 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0
         if time.monotonic() >= deadline:
             raise AssertionError(f"not true within {timeout}s: {last_error}") from last_error
         await asyncio.sleep(interval)
+
+
+async def redelivered(js: JetStreamContext, stream: str, durable: str, *, timeout: float = 10.0) -> int:
+    """Wait until the consumer holds a message it delivered more than once (refused: nak'd, not acked); return how many.
+
+    The evidence a negative check needs: the listener has seen the event and turned it down, so "not applied"
+    cannot be true merely because nothing was delivered yet.
+    """
+
+    async def check() -> int:
+        return (await js.consumer_info(stream, durable)).num_redelivered or 0
+
+    return await eventually(check, timeout=timeout)
 
 
 @dataclass
