@@ -101,3 +101,16 @@ async def test_refuses_an_invalid_payload_an_unknown_subject_and_a_bad_id_and_pu
     bad_request = await publish(clean_state, "order.created", json.dumps(ORDER), "--request-id", "a b\x1b")
     assert bad_request.exit_code == 1
     assert await stored(nats_client, "order.created") == []
+
+
+async def test_a_publish_the_bus_forbids_to_its_identity_is_refused_and_nothing_is_stored(
+    clean_state: Servers, nats_client: NATS, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With tickets' own key, order.created is another service's event: the broker refuses it, and the command says so.
+    seeds = clean_state.nats_auth.write_seeds(tmp_path / "other-keys")
+    monkeypatch.setenv("TICKETING_NATS_NKEY_FILE", str(seeds["tickets"]))
+    result = await publish(clean_state, "order.created", json.dumps(ORDER))
+    assert result.exit_code == 1, result.output
+    assert "refused" in result.output.lower() or "permission" in result.output.lower(), result.output
+    assert "Traceback" not in result.output
+    assert await stored(nats_client, "order.created") == []
