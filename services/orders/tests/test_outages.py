@@ -63,13 +63,17 @@ async def test_a_refused_reservation_stays_a_400_when_the_server_ends_the_sessio
         await uow.session.execute(
             text("INSERT INTO tickets (id, title, price, version) VALUES (:id, 'race', 10, 0)"), {"id": ticket_id}
         )
-        await service.create_order(uow=uow, user_id=uuid.uuid4(), ticket_id=ticket_id, expiration_seconds=60)
+        await service.create_order(
+            uow=uow, user_id=uuid.uuid4(), ticket_id=ticket_id, expiration_seconds=60, max_open_orders=10
+        )
 
     async def refuse_while_the_server_ends_the_session() -> None:
         async with database.transaction() as uow:
             pid = await (await uow.connection()).fetchval("SELECT pg_backend_pid()")
             try:
-                await service.create_order(uow=uow, user_id=uuid.uuid4(), ticket_id=ticket_id, expiration_seconds=60)
+                await service.create_order(
+                    uow=uow, user_id=uuid.uuid4(), ticket_id=ticket_id, expiration_seconds=60, max_open_orders=10
+                )
             except service.TicketReserved:
                 await _terminate(clean_state, pid)
 
