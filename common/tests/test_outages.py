@@ -44,8 +44,9 @@ async def nats_proxy(clean_state: Servers) -> AsyncIterator[TcpProxy]:
 
 @pytest.fixture
 async def probe_behind_proxies(
-    start_service: ServiceStarter, clean_state: Servers, db_proxy: TcpProxy, nats_proxy: TcpProxy
+    db_proxy: TcpProxy, nats_proxy: TcpProxy, start_service: ServiceStarter, clean_state: Servers
 ) -> RunningService:
+    # The proxies first, so that they are torn down after the service: it stops through them.
     return await start_service(
         create_app,
         ServiceSettings,
