@@ -116,4 +116,6 @@ async def test_a_ticket_its_replica_has_not_heard_of_yet_is_503_not_yet_known_th
         answer = await orders.client.post("/api/orders", json={"ticketId": str(ticket.id)}, headers=user.headers)
         return answer.status_code == 201
 
-    await eventually(ordered)
+    # A pull the stopped subscription had outstanding may have taken the event: JetStream redelivers it only once its
+    # ack_wait has passed, so wait past that.
+    await eventually(ordered, timeout=listener.effective_ack_wait + 10)
