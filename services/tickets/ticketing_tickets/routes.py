@@ -9,7 +9,7 @@ from ticketing_common.auth import CurrentUser
 from ticketing_common.errors import error_responses
 from ticketing_common.pagination import DEFAULT_LIMIT, Cursor, Limit, PageCursor, next_page_headers
 from ticketing_common.routing import ServiceRoute
-from ticketing_common.uow import AutocommitDep, UnitOfWorkDep
+from ticketing_common.uow import UnitOfWorkDep, autocommit_unit
 from ticketing_common.validation import parse_id
 from ticketing_tickets import service
 from ticketing_tickets.schemas import TicketCreate, TicketRead, TicketUpdate
@@ -36,9 +36,11 @@ def _ticket_response(ticket: service.TicketState, status_code: int = status.HTTP
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TicketRead, responses=error_responses(400, 401))
-async def create_ticket(body: TicketCreate, user: CurrentUser, uow: AutocommitDep) -> Response:
+async def create_ticket(body: TicketCreate, user: CurrentUser, request: Request) -> Response:
     """List a ticket for sale; publishes ticket.created."""
-    ticket = await service.create_ticket(uow=uow, user_id=user.id, title=body.title, price=body.price)
+    ticket = await service.create_ticket(
+        uow=autocommit_unit(request), user_id=user.id, title=body.title, price=body.price
+    )
     return _ticket_response(ticket, status.HTTP_201_CREATED)
 
 
@@ -54,13 +56,14 @@ async def create_ticket(body: TicketCreate, user: CurrentUser, uow: AutocommitDe
     },
 )
 async def list_tickets(
-    uow: AutocommitDep,
     request: Request,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Response:
     """The tickets no order reserves, newest first, one page at a time."""
-    page, next_cursor = await service.list_unreserved_tickets(uow=uow, limit=limit, after=PageCursor.parse(cursor))
+    page, next_cursor = await service.list_unreserved_tickets(
+        uow=autocommit_unit(request), limit=limit, after=PageCursor.parse(cursor)
+    )
     return Response(
         _PAGE.dump_json([_read(t) for t in page], by_alias=True),
         media_type="application/json",
@@ -69,9 +72,9 @@ async def list_tickets(
 
 
 @router.get("/{id}", response_model=TicketRead, responses=error_responses(404))
-async def read_ticket(id: str, uow: AutocommitDep) -> Response:
+async def read_ticket(id: str, request: Request) -> Response:
     """One ticket, reserved or not."""
-    ticket = await service.get_ticket(uow=uow, ticket_id=parse_id(id))
+    ticket = await service.get_ticket(uow=autocommit_unit(request), ticket_id=parse_id(id))
     return _ticket_response(ticket)
 
 
