@@ -152,8 +152,15 @@ class Client:
                     message = response.text[:200]
                     if status != 503 or not retry_after:
                         self.bad_5xx.append(f"{method} {path}: {status} Retry-After={retry_after} {message}")
-                    not_yet = status == 503 and "Not yet known" in message
-                    reason = "503 not yet known" if not_yet else f"{status} {message.split(':', 1)[-1][:40]}"
+                    # A replica that is behind says so, at any time: "not yet known", or tickets holding back an
+                    # edit while an order event is on its way (a race with the orders of this very run).
+                    held = status == 503 and "may be held by an order" in message
+                    not_yet = status == 503 and ("Not yet known" in message or held)
+                    reason = (
+                        ("503 edit held for an order" if held else "503 not yet known")
+                        if not_yet
+                        else f"{status} {message.split(':', 1)[-1][:40]}"
+                    )
                     if status not in RETRY_STATUSES or not (not_yet or self.in_fault_window()):
                         self.outside_fault.append(f"{method} {path}: {status} {message} with no fault on")
                         return response

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
 
 import ticketing_orders.app as orders_app
 import ticketing_orders.settings as orders_settings
+import ticketing_payments.app as payments_app
+import ticketing_payments.settings as payments_settings
 import ticketing_tickets.app as tickets_app
 import ticketing_tickets.settings as tickets_settings
-from ticketing_testing import eventually, make_user
+from ticketing_testing import EventCapture, eventually, make_user
 from ticketing_testing.plugin import RunningService, ServiceStarter
+from ticketing_tickets.listeners import OrderCreatedListener
 
 
 @pytest.fixture
@@ -91,3 +95,62 @@ async def test_a_ticket_is_reserved_by_an_order_and_freed_by_its_cancellation(st
     await eventually(replica_at_v3, timeout=15)
     again = await order_ticket(other_buyer)
     assert again["ticket"] == {"id": ticket["id"], "title": "Concert (moved)", "price": 30, "version": 3}
+
+
+async def test_an_edit_racing_an_order_is_refused_and_the_order_is_charged_the_price_it_was_placed_at(
+    start_service: ServiceStarter, events: EventCapture
+) -> None:
+    """Issue 15 #3: POST /api/orders and the seller's PUT at the same moment. The order wins; the edit is refused
+    while tickets has not yet applied the order (503, retry), then as reserved; payments charges the order's price."""
+    tickets, orders = (
+        await start_service(tickets_app.create_app, tickets_settings.Settings, "ticketing_tickets"),
+        await start_service(orders_app.create_app, orders_settings.Settings, "ticketing_orders"),
+    )
+    payments = await start_service(payments_app.create_app, payments_settings.Settings, "ticketing_payments")
+    seller, buyer = make_user(), make_user()
+    ticket = (
+        await tickets.client.post("/api/tickets", json={"title": "Gig", "price": 10}, headers=seller.headers)
+    ).json()
+    url = f"/api/tickets/{ticket['id']}"
+
+    async def ordered():
+        response = await orders.client.post("/api/orders", json={"ticketId": ticket["id"]}, headers=buyer.headers)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    # The race's moment, held open: the order is placed and on the bus, and tickets has not applied it yet.
+    [listener] = [li for li in tickets.runtime.listeners if isinstance(li, OrderCreatedListener)]
+    await listener.stop()
+    order = await eventually(ordered, timeout=15)
+    await events.wait_for("order.created")
+    edit = await tickets.client.put(url, json={"title": "Gig", "price": 999}, headers=seller.headers)
+    assert edit.status_code == 503, edit.text
+    assert edit.headers["Retry-After"] == "1"
+
+    async def paid() -> bool:
+        answer = await payments.client.post(
+            "/api/payments", json={"token": "tok_visa", "orderId": order["id"]}, headers=buyer.headers
+        )
+        return answer.status_code == 201
+
+    await eventually(paid, timeout=15)
+    async with payments.sessionmaker() as session:
+        charged = await session.scalar(
+            text("SELECT amount FROM payments WHERE order_id = :id"), {"id": uuid.UUID(order["id"])}
+        )
+    shown = (await orders.client.get(f"/api/orders/{order['id']}", headers=buyer.headers)).json()
+    assert shown["ticket"]["price"] == order["ticket"]["price"] == 10
+    assert charged == Decimal(10)
+
+    await listener.start()
+
+    async def refused_as_reserved() -> bool:
+        answer = await tickets.client.put(url, json={"title": "Gig", "price": 999}, headers=seller.headers)
+        assert answer.status_code != 200, answer.text
+        return answer.status_code == 400 and answer.json() == {"errors": [{"message": "Cannot edit a reserved ticket"}]}
+
+    await eventually(refused_as_reserved, timeout=listener.effective_ack_wait + 10)
+    final = (await tickets.client.get(url)).json()
+    assert (final["price"], final["orderId"], final["version"]) == (10, order["id"], 1)
+    reservation = await events.wait_for("ticket.updated")
+    assert [(e["version"], e["price"], e["orderId"]) for e in reservation] == [(1, 10, order["id"])]

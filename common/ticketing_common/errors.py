@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import asyncpg
@@ -297,9 +297,9 @@ def _with_request_id(request: Request, response: JSONResponse) -> JSONResponse:
 RECOVERY_GRACE_SECONDS = 10.0
 
 
-async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
-    """Whether the replica may still receive the entity: its consumer has messages to deliver or ack (one NATS
-    request, on a miss only), JetStream cannot be asked, or an outage ended moments ago."""
+async def consumers_behind(request: Request, consumers: Sequence[tuple[str, str]]) -> bool:
+    """Whether any of this service's consumers (stream, durable) may still bring something: it has messages to
+    deliver or ack (one NATS request each, concurrently), JetStream cannot be asked, or an outage ended moments ago."""
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None:
         return False
@@ -313,11 +313,19 @@ async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
     if time.monotonic() - last_trouble < RECOVERY_GRACE_SECONDS:
         return True
     try:
-        info = await asyncio.wait_for(runtime.js.consumer_info(exc.replica_stream, exc.replica_durable), 1)
-    except Exception as error:  # NATS away or slow: whether it is there cannot be told, so not "not found"
-        logger.warning("consumer %s: lag unknown (%s); answering not yet known", exc.replica_durable, error)
+        infos = await asyncio.wait_for(
+            asyncio.gather(*(runtime.js.consumer_info(stream, durable) for stream, durable in consumers)), 1
+        )
+    except Exception as error:  # NATS away or slow: whether it is behind cannot be told, so assume it is
+        durables = ", ".join(durable for _, durable in consumers)
+        logger.warning("consumers %s: lag unknown (%s); answering as if behind", durables, error)
         return True
-    return bool(info.num_pending or info.num_ack_pending)
+    return any(info.num_pending or info.num_ack_pending for info in infos)
+
+
+async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
+    """Whether the replica may still receive the entity (see consumers_behind); asked on a miss only."""
+    return await consumers_behind(request, [(exc.replica_stream, exc.replica_durable)])
 
 
 def install_error_handlers(app: FastAPI, missing_messages: Mapping[str, str] | None = None) -> None:

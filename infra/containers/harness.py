@@ -76,8 +76,17 @@ def user_secret(name: str) -> dict[str, str] | None:
     return None
 
 
+# The names and uses the README gives nats-tls: nats-srv for the services, nats-depl-<i>.nats-headless for the prod
+# overlay's cluster routes (verified both ways, so the certificate is a client's as well as a server's).
+NATS_CERTIFICATE_EXTENSIONS = (
+    "subjectAltName=DNS:nats-srv,DNS:nats-depl-0.nats-headless,DNS:nats-depl-1.nats-headless,"
+    "DNS:nats-depl-2.nats-headless\nextendedKeyUsage=serverAuth,clientAuth\n"
+)
+
+
 def _nats_certificate() -> dict[str, str]:
-    """nats-tls as the README has users make it (cert-manager or openssl): a CA, and a server certificate for nats-srv."""
+    """nats-tls as the README has users make it (cert-manager or openssl): a CA, and one certificate for nats-srv and
+    for each server's stable name, usable at both ends of a cluster route (serverAuth and clientAuth)."""
     with tempfile.TemporaryDirectory() as folder:
 
         def openssl(*args: str) -> None:
@@ -88,7 +97,7 @@ def _nats_certificate() -> dict[str, str]:
         openssl(
             "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=nats-srv"
         )
-        Path(folder, "san.ext").write_text("subjectAltName=DNS:nats-srv\n")
+        Path(folder, "san.ext").write_text(NATS_CERTIFICATE_EXTENSIONS)
         openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                 "-out", "tls.crt", "-days", "2", "-extfile", "san.ext")  # fmt: skip
         return {key: Path(folder, key).read_text() for key in ("tls.crt", "tls.key", "ca.crt")}

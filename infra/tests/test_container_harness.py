@@ -4,6 +4,9 @@ every pod, alias, environment and docker argument it would use, without an engin
 from __future__ import annotations
 
 import importlib.util
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -93,3 +96,29 @@ def test_only_optional_or_documented_secrets_are_made_by_the_harness(harness: Mo
     stack = stack_of(harness, dev)
     generated = {s["metadata"]["name"] for s in dev.all("Secret")}
     assert set(stack.secrets) - generated == {"jwt-secret"}, "dev's stripe-secret is optional and stays absent"
+
+
+def test_the_harness_nats_certificate_serves_clients_and_every_cluster_route_of_prod(
+    harness: ModuleType, tmp_path: Path
+) -> None:
+    """`make containers OVERLAY=prod` forms the NATS cluster only if nats-tls names each route's host and may be
+    presented as a client's certificate (routes verify both ways); checked against nats-prod.conf, offline."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    secret = harness.user_secret("nats-tls")
+    (tmp_path / "tls.crt").write_text(secret["tls.crt"])
+    (tmp_path / "ca.crt").write_text(secret["ca.crt"])
+    text = subprocess.run(
+        ["openssl", "x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName,extendedKeyUsage"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    names = set(re.findall(r"DNS:([\w.-]+)", text))
+    conf = (REPO / "infra/k8s/overlays/prod/nats-prod.conf").read_text()
+    route_hosts = set(re.findall(r"nats://([\w.-]+):6222", conf))
+    assert len(route_hosts) == 3
+    assert names >= route_hosts | {"nats-srv"}
+    assert "TLS Web Client Authentication" in text and "TLS Web Server Authentication" in text
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", "ca.crt", "tls.crt"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stderr

@@ -303,21 +303,65 @@ def test_prod_runs_two_replicas_of_every_service_behind_a_disruption_budget(
     assert budgets[0]["spec"]["minAvailable"] >= 1
 
 
+def _prod_nats_config(k8s: type[K8s], prod: Manifests) -> str:
+    """The config file the prod NATS server is started with (-c), from the rendered ConfigMap."""
+    server = k8s.container(prod.get("StatefulSet", "nats-depl"), "nats")
+    return _nats_config_files(prod)[server["args"][server["args"].index("-c") + 1].removeprefix("/etc/nats/")]
+
+
+def _block(config: str, name: str) -> str:
+    """The body of a top-level `name { ... }` block of a NATS config (braces balanced; no braces in its strings)."""
+    match = re.search(rf"^{name} \{{", config, re.M)
+    assert match, f"no {name} block"
+    depth, start = 1, match.end()
+    for i in range(start, len(config)):
+        depth += {"{": 1, "}": -1}.get(config[i], 0)
+        if depth == 0:
+            return config[start:i]
+    raise AssertionError(f"the {name} block is not closed")
+
+
 def test_prod_nats_is_a_three_server_jetstream_cluster_and_streams_keep_three_replicas(
     k8s: type[K8s], prod: Manifests
 ) -> None:
     nats = prod.get("StatefulSet", "nats-depl")
     assert nats["spec"]["replicas"] == 3
     args = k8s.container(nats, "nats")["args"]
-    assert args[args.index("--cluster") + 1] == "nats://0.0.0.0:6222"
-    assert args[args.index("--cluster_name") + 1]
     assert args[args.index("--name") + 1] == "$(POD_NAME)"
+    # The cluster is declared once, in the config beside its TLS; a flag would override the file's listener.
+    assert not {"--cluster", "--routes", "--cluster_name"} & set(args)
+    cluster = _block(_prod_nats_config(k8s, prod), "cluster")
+    assert re.search(r"^\s*name: \w+$", cluster, re.M)
+    assert re.search(r'^\s*listen: "0\.0\.0\.0:6222"$', cluster, re.M)
     headless = nats["spec"]["serviceName"]
     assert prod.get("Service", headless)["spec"]["clusterIP"] == "None"
-    routes = args[args.index("--routes") + 1].split(",")
-    assert routes == [f"nats://nats-depl-{i}.{headless}:6222" for i in range(3)]
+    routes = re.findall(r'"(nats://[^"]+)"', cluster)
+    assert routes == [f"nats://nats-depl-{i}.{headless}:6222" for i in range(nats["spec"]["replicas"])]
     for service in k8s.BACKENDS:
         assert k8s.env_of(prod.app_container(service))["NATS_STREAM_REPLICAS"]["value"] == "3"
+
+
+def test_prod_nats_cluster_routes_speak_mutual_tls_with_the_nats_tls_secret(k8s: type[K8s], prod: Manifests) -> None:
+    """Routes between the servers are TLS both ways: each presents nats-tls and verifies its peer against ca.crt."""
+    tls = _block(_block(_prod_nats_config(k8s, prod), "cluster"), "\\s*tls")
+    settings = dict(re.findall(r"^\s*(\w+): (\S+)$", tls, re.M))
+    assert settings["verify"] == "true"
+    assert "insecure" not in settings
+    nats = prod.get("StatefulSet", "nats-depl")
+    server = k8s.container(nats, "nats")
+    volumes = {v["name"]: v for v in k8s.pod_spec(nats)["volumes"]}
+    for key in ("cert_file", "key_file", "ca_file"):
+        path = settings[key]
+        mount = next(m for m in server["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+        secret = volumes[mount["name"]]["secret"]
+        assert secret["secretName"] == "nats-tls"
+        # The whole Secret (cert-manager's tls.crt, tls.key, ca.crt), or at least the file named.
+        assert "items" not in secret or path.rsplit("/", 1)[1] in {i["path"] for i in secret["items"]}
+    assert {settings["cert_file"], settings["key_file"], settings["ca_file"]} == {
+        "/etc/nats-tls/tls.crt",
+        "/etc/nats-tls/tls.key",
+        "/etc/nats-tls/ca.crt",
+    }
 
 
 def test_prod_ingress_terminates_tls_for_its_host(k8s: type[K8s], prod: Manifests) -> None:

@@ -107,8 +107,10 @@ async def create_ticket(api: ApiClient, visitor: Visitor, *, title: str, price: 
 
 
 async def update_ticket(api: ApiClient, visitor: Visitor, *, ticket_id: str, title: str, price: Any) -> ApiResponse:
-    """PUT /api/tickets/{id}."""
-    return await api.call("PUT", f"/api/tickets/{ticket_id}", visitor, json={"title": title, "price": price})
+    """PUT /api/tickets/{id}; waits out tickets holding the edit back while an order for it may be on its way."""
+    body = {"title": title, "price": price}
+    # A 503 changed nothing (the edit was rolled back), so sending it again is safe.
+    return await api.call("PUT", f"/api/tickets/{ticket_id}", visitor, json=body, wait_for_consistency=True)
 
 
 async def reserve_ticket(api: ApiClient, visitor: Visitor, *, ticket_id: str) -> ApiResponse:

@@ -5,12 +5,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import httpx
 import jwt
 import pytest
 from sqlalchemy import select
 
 from ticketing_common.auth import create_token
-from ticketing_testing import TEST_JWT_KEY, make_user
+from ticketing_testing import TEST_JWT_KEY, eventually, make_user
+from ticketing_tickets.listeners import OrderCreatedListener
 from ticketing_tickets.models import Ticket
 
 NOT_AUTHORIZED = {"errors": [{"message": "Not authorized"}]}
@@ -377,6 +379,50 @@ async def test_a_reserved_ticket_is_still_not_yours_to_edit(
         f"/api/tickets/{created['id']}", json={"title": "x", "price": 1}, headers=make_user().headers
     )
     assert response.status_code == 401
+
+
+async def test_an_edit_while_an_order_for_the_ticket_is_on_its_way_is_503_then_refused_as_reserved(
+    tickets, seller, create_ticket, publish, make_order_created
+) -> None:
+    """Issue 15 #3: tickets refuses to edit a ticket an order holds even before its replica has heard of the order."""
+    ticket = await create_ticket(title="gig", price=20)
+    [listener] = [li for li in tickets.runtime.listeners if isinstance(li, OrderCreatedListener)]
+    await listener.stop()  # tickets falls behind: the order.created below waits on the bus
+    created = make_order_created(ticket["id"], price=20)
+    await publish(created)
+    url = f"/api/tickets/{ticket['id']}"
+
+    response = await tickets.client.put(url, json={"title": "gig", "price": 999}, headers=seller.headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "1"
+    assert response.json() == {
+        "errors": [{"message": "The ticket may be held by an order being placed; retry shortly"}]
+    }
+    row = await stored_ticket(tickets, ticket["id"])
+    assert (row.title, row.price, row.version, row.order_id) == ("gig", Decimal(20), 0, None)
+
+    await listener.start()  # caught up: the client's retry meets the order
+
+    async def retried() -> httpx.Response:
+        answer = await tickets.client.put(url, json={"title": "gig", "price": 999}, headers=seller.headers)
+        assert answer.status_code != 503, answer.text
+        return answer
+
+    # A pull the stopped subscription had outstanding may hold the event until its ack_wait has passed.
+    refused = await eventually(retried, timeout=listener.effective_ack_wait + 10)
+    assert refused.status_code == 400, refused.text
+    assert refused.json() == {"errors": [{"message": "Cannot edit a reserved ticket"}]}
+    row = await stored_ticket(tickets, ticket["id"])
+    assert (row.price, row.version, row.order_id) == (Decimal(20), 1, created.id)
+
+
+async def test_an_edit_with_every_order_event_applied_is_not_held_back(tickets, seller, create_ticket) -> None:
+    ticket = await create_ticket(price=20)
+    response = await tickets.client.put(
+        f"/api/tickets/{ticket['id']}", json={"title": "moved", "price": 25}, headers=seller.headers
+    )
+    assert response.status_code == 200, response.text
+    assert "Retry-After" not in response.headers
 
 
 # --- the service around the routes -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from ticketing_common.routing import ServiceRoute
 from ticketing_common.uow import UnitOfWorkDep, autocommit_unit
 from ticketing_common.validation import parse_id
 from ticketing_tickets import service
+from ticketing_tickets.deps import OrderEventsPendingDep
 from ticketing_tickets.schemas import TicketCreate, TicketRead, TicketUpdate
 
 router = APIRouter(prefix="/api/tickets", tags=["tickets"], route_class=ServiceRoute)
@@ -78,10 +79,20 @@ async def read_ticket(id: str, request: Request) -> Response:
     return _ticket_response(ticket)
 
 
-@router.put("/{id}", response_model=TicketRead, responses=error_responses(400, 401, 404, 409))
-async def update_ticket(id: str, body: TicketUpdate, user: CurrentUser, uow: UnitOfWorkDep) -> Response:
-    """Change the title and price of your unreserved ticket; publishes ticket.updated."""
+@router.put("/{id}", response_model=TicketRead, responses=error_responses(400, 401, 404, 409, 503))
+async def update_ticket(
+    id: str, body: TicketUpdate, user: CurrentUser, uow: UnitOfWorkDep, order_events_pending: OrderEventsPendingDep
+) -> Response:
+    """Change the title and price of your unreserved ticket; publishes ticket.updated.
+
+    503 with Retry-After while an order for it may still be on its way to tickets.
+    """
     ticket = await service.update_ticket(
-        uow=uow, ticket_id=parse_id(id), user_id=user.id, title=body.title, price=body.price
+        uow=uow,
+        ticket_id=parse_id(id),
+        user_id=user.id,
+        title=body.title,
+        price=body.price,
+        order_events_pending=order_events_pending,
     )
     return _ticket_response(ticket)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 
-from ticketing_common.errors import BadRequest, Conflict, NotAuthorized, NotFound
+from ticketing_common.errors import BadRequest, Conflict, NotAuthorized, NotFound, ServiceUnavailable
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.listener import EventOutOfOrder, version_gate
 from ticketing_common.pagination import PageCursor
@@ -37,6 +38,17 @@ class TicketReserved(BadRequest):
 
 class TicketChanged(Conflict):
     """The ticket changed while the edit was being decided; retrying may succeed."""
+
+
+class OrderMayHoldTicket(ServiceUnavailable):
+    """An order for the ticket may be on its way: order events are not all applied yet (503, Retry-After: 1)."""
+
+    message = "The ticket may be held by an order being placed; retry shortly"
+    retry_after = 1
+
+
+OrderEventsPending = Callable[[], Awaitable[bool]]
+"""Asks whether order events are still on their way to tickets (its consumers of them are behind)."""
 
 
 def _ticket_updated(ticket: TicketState) -> TicketUpdated:
@@ -80,7 +92,13 @@ async def list_unreserved_tickets(
 
 
 async def update_ticket(
-    *, uow: UnitOfWork, ticket_id: uuid.UUID, user_id: uuid.UUID, title: str, price: Decimal
+    *,
+    uow: UnitOfWork,
+    ticket_id: uuid.UUID,
+    user_id: uuid.UUID,
+    title: str,
+    price: Decimal,
+    order_events_pending: OrderEventsPending,
 ) -> TicketState:
     """Change a ticket's title and price, bump its version and stage ticket.updated.
 
@@ -88,12 +106,22 @@ async def update_ticket(
     that condition after waiting for any concurrent writer's row lock. So concurrent edits (and an order
     reserving the ticket meanwhile) serialize: each edit that succeeds gets its own version, none is lost,
     and an edit never lands on a ticket that got reserved while it waited.
+
+    An order that orders has placed but tickets has not applied yet is invisible to that UPDATE, so before
+    committing, with the ticket's row lock held, the edit asks whether any order event is still on its way
+    (issue 15 #3). If one is, the edit is rolled back and answered OrderMayHoldTicket (503, retry); the retry
+    meets the applied order (400 reserved) or a settled ticket (200). Holding the lock makes the question
+    exact for every event already on the bus: one that tickets is applying waits for this lock, so it is
+    still unacked. An order whose event orders' relay has not yet published is not seen; _settle_reservation
+    gives the order its price back when that event arrives.
     """
     ticket = await repository.update_unreserved_ticket(
         uow, ticket_id=ticket_id, user_id=user_id, title=title, price=price
     )
     if ticket is None:
         raise await _why_not_editable(uow, ticket_id, user_id)
+    if await order_events_pending():
+        raise OrderMayHoldTicket()
     uow.enqueue(_ticket_updated(ticket))
     return ticket
 
