@@ -15,7 +15,7 @@ from ticketing_common.db import DeadLetter, OutboxEvent
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.settings import ServiceSettings
 from ticketing_testing import eventually, redelivered
-from ticketing_testing.plugin import RunningService, ServiceStarter
+from ticketing_testing.plugin import RunningService, Servers, ServiceStarter, provision_service
 
 
 def ticket_created(**overrides: object) -> TicketCreated:
@@ -244,7 +244,7 @@ async def test_an_invalid_payload_is_dead_lettered_at_once(probe: RunningService
     assert all(d.deliveries == 1 and d.reason.startswith("invalid payload") for d in letters)
 
 
-async def test_an_existing_consumer_is_updated_to_the_declared_config(probe: RunningService) -> None:
+async def test_an_existing_consumer_is_updated_to_the_declared_config(probe: RunningService, servers: Servers) -> None:
     js = probe.runtime.js
     await js.add_consumer(
         "TICKETS",
@@ -257,7 +257,7 @@ async def test_an_existing_consumer_is_updated_to_the_declared_config(probe: Run
         ),
     )
     listener = next(li for li in probe.runtime.listeners if isinstance(li, TicketCreatedListener))
-    await listener.ensure_consumer()
+    await provision_service(servers, probe.app.state.spec, probe.settings)  # as the provisioner, as a deploy does
     info = await js.consumer_info("TICKETS", "probe-ticket-created")
     assert info.config.ack_wait == listener.ack_wait
     assert info.config.max_deliver == -1  # unlimited: the listener counts deliveries itself (outages do not count)
