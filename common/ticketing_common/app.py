@@ -165,10 +165,13 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             worker = make_worker(runtime)
             await worker.start()
             runtime.workers.append(worker)
-        # The metrics port's server (a thread) cannot ask the database at scrape time: count dead letters every 15 s.
+        # Counted on a timer rather than at scrape time: the metrics port's server is a thread that cannot ask the
+        # database, and one refresh serves both ports alike.
         counting = (
-            asyncio.create_task(_count_dead_letters_every(runtime, spec.name, consumed, 15.0))
-            if metrics_server is not None and consumed
+            asyncio.create_task(
+                _count_dead_letters_every(runtime, spec.name, consumed, settings.dead_letters_refresh_seconds)
+            )
+            if consumed
             else None
         )
         logger.info("%s started", spec.name)
@@ -229,11 +232,8 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     if settings.metrics_port is None:
         # Without a metrics port (the tests) /metrics is on the API port; with one, only there (a 404 here).
         @app.get("/metrics", include_in_schema=False)
-        async def metrics_endpoint(request: Request) -> Response:
-            """Prometheus exposition, with the dead letters counted afresh from the database."""
-            runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-            if runtime is not None and consumed:
-                await _count_dead_letters(runtime, spec.name, consumed)
+        async def metrics_endpoint() -> Response:
+            """Prometheus exposition."""
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
@@ -259,7 +259,7 @@ async def _count_dead_letters(runtime: Runtime, service: str, consumed: list[str
     """Refresh the dead-letter gauge; every consumed subject has a series (0 included), so an alert sees it."""
     try:
         rows = await asyncio.wait_for(runtime.pool.fetch(_COUNT_DEAD_LETTERS), 2)
-    except Exception as exc:  # the rest of /metrics is still worth serving; the gauge keeps its last value
+    except Exception as exc:  # the gauge keeps its last value until the next refresh
         logger.warning("metrics: cannot count dead letters: %s", exc)
         return
     counts = dict.fromkeys(consumed, 0)

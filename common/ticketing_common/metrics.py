@@ -27,7 +27,7 @@ DEAD_LETTERS = Gauge(
 
 
 def set_dead_letters(service: str, counts: dict[str, int]) -> None:
-    """Publish a service's waiting dead letters per subject (read from its database at each scrape)."""
+    """Publish a service's waiting dead letters per subject (counted from its database on a timer)."""
     for subject, count in counts.items():
         DEAD_LETTERS.labels(service, subject).set(count)
 
