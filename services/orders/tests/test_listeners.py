@@ -263,9 +263,8 @@ async def test_a_cancel_racing_a_payment_ends_in_exactly_one_terminal_state(
 
     async def pay(order_id: str) -> str:
         async with orders.runtime.database.transaction() as uow:
-            return await service.complete_order(
-                uow=uow, order_id=uuid.UUID(order_id), payment_id=uuid.uuid4(), stripe_id="ch_race"
-            )
+            payment = service.OrderPayment(order_id=uuid.UUID(order_id), payment_id=uuid.uuid4(), stripe_id="ch_race")
+            return await service.complete_order(uow=uow, payment=payment)
 
     async def cancel(order_id: str) -> int:
         return (await orders.client.delete(f"/api/orders/{order_id}", headers=user.headers)).status_code
