@@ -15,11 +15,8 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ticketing_common import bus, metrics
 from ticketing_common.bus import BusConnection
@@ -59,31 +56,6 @@ class Runtime:
     relay: OutboxRelay
     listeners: list[Listener[Any]] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The database's SQLAlchemy engine."""
-        return self.database.engine
-
-    @property
-    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
-        """The database's sessions."""
-        return self.database.sessionmaker
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        """The database's asyncpg pool for the measured fast paths."""
-        return self.database.pool
-
-    @property
-    def nc(self) -> NATS:
-        """The NATS client."""
-        return self.bus.nc
-
-    @property
-    def js(self) -> JetStreamContext:
-        """The JetStream context."""
-        return self.bus.js
 
 
 @dataclass(frozen=True)
@@ -258,7 +230,7 @@ _COUNT_DEAD_LETTERS = "SELECT subject, count(*) FROM dead_letters WHERE resolved
 async def _count_dead_letters(runtime: Runtime, service: str, consumed: list[str]) -> None:
     """Refresh the dead-letter gauge; every consumed subject has a series (0 included), so an alert sees it."""
     try:
-        rows = await asyncio.wait_for(runtime.pool.fetch(_COUNT_DEAD_LETTERS), 2)
+        rows = await asyncio.wait_for(runtime.database.pool.fetch(_COUNT_DEAD_LETTERS), 2)
     except Exception as exc:  # the gauge keeps its last value until the next refresh
         logger.warning("metrics: cannot count dead letters: %s", exc)
         return
@@ -276,10 +248,10 @@ async def _count_dead_letters_every(runtime: Runtime, service: str, consumed: li
 async def _readiness_problem(runtime: Runtime | None, head: str | None) -> str | None:
     if runtime is None:
         return "Starting"
-    if not runtime.nc.is_connected:
+    if not runtime.bus.nc.is_connected:
         return "NATS is not connected"
     try:
-        async with runtime.engine.connect() as conn:
+        async with runtime.database.engine.connect() as conn:
             version = (
                 await asyncio.wait_for(conn.execute(text("SELECT version_num FROM alembic_version")), 2)
             ).scalar()

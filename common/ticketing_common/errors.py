@@ -304,7 +304,7 @@ async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
     if runtime is None:
         return False
     state = request.app.state
-    reconnects = runtime.nc.stats.get("reconnects", 0)
+    reconnects = runtime.bus.nc.stats.get("reconnects", 0)
     if reconnects != getattr(state, "seen_reconnects", 0):
         state.seen_reconnects, state.reconnect_seen_at = reconnects, time.monotonic()
     logs = [getattr(state, "outage_log", None), *(getattr(li, "outages", None) for li in runtime.listeners)]
@@ -313,7 +313,7 @@ async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
     if time.monotonic() - last_trouble < RECOVERY_GRACE_SECONDS:
         return True
     try:
-        info = await asyncio.wait_for(runtime.js.consumer_info(exc.replica_stream, exc.replica_durable), 1)
+        info = await asyncio.wait_for(runtime.bus.js.consumer_info(exc.replica_stream, exc.replica_durable), 1)
     except Exception as error:  # NATS away or slow: whether it is there cannot be told, so not "not found"
         logger.warning("consumer %s: lag unknown (%s); answering not yet known", exc.replica_durable, error)
         return True

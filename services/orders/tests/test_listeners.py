@@ -61,7 +61,7 @@ async def test_listeners_bind_the_contracts_durable_names(orders: RunningService
         "orders-expiration-complete",
         "orders-payment-created",
     }
-    info = await orders.runtime.js.consumer_info("TICKETS", "orders-ticket-updated")
+    info = await orders.runtime.bus.js.consumer_info("TICKETS", "orders-ticket-updated")
     assert info.config.durable_name == "orders-ticket-updated"
 
 
@@ -101,7 +101,7 @@ async def test_an_out_of_order_ticket_update_waits_for_its_predecessor(
     await publish(created)
     await wait_for_version(ticket_row, created.id, 0)
     await publish(second)
-    await redelivered(orders.runtime.js, "TICKETS", "orders-ticket-updated")
+    await redelivered(orders.runtime.bus.js, "TICKETS", "orders-ticket-updated")
     assert snapshot(await ticket_row(created.id)) == expected(created)
     await publish(first)
     row = await wait_for_version(ticket_row, created.id, 2)
@@ -113,7 +113,7 @@ async def test_an_update_before_the_ticket_exists_waits_for_its_creation(
 ) -> None:
     created, first = ticket_history(2)
     await publish(first)
-    await redelivered(orders.runtime.js, "TICKETS", "orders-ticket-updated")
+    await redelivered(orders.runtime.bus.js, "TICKETS", "orders-ticket-updated")
     assert await ticket_row(created.id) is None
     await publish(created)
     row = await wait_for_version(ticket_row, created.id, 1)
