@@ -15,7 +15,6 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from ticketing_common import bus, metrics
@@ -27,7 +26,7 @@ from ticketing_common.events import EVENT_TYPES
 from ticketing_common.limits import RequestLimitsMiddleware
 from ticketing_common.listener import Listener, ListenerWiring
 from ticketing_common.logs import configure_logging
-from ticketing_common.metrics import MetricsMiddleware, MetricsServer
+from ticketing_common.metrics import MetricsMiddleware, MetricsServer, serve_on_app_port
 from ticketing_common.migrations import head_revision
 from ticketing_common.outbox import OutboxRelay
 from ticketing_common.requestid import RequestIdMiddleware
@@ -203,10 +202,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
 
     if settings.metrics_port is None:
         # Without a metrics port (the tests) /metrics is on the API port; with one, only there (a 404 here).
-        @app.get("/metrics", include_in_schema=False)
-        async def metrics_endpoint() -> Response:
-            """Prometheus exposition."""
-            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        serve_on_app_port(app)
 
     return app
 
