@@ -2,16 +2,13 @@
 folder), driven over HTTP through the gateway only.
 
 Reuse: `stack` (module-scoped, started once per test module) yields a systemkit.Stack; `gateway` yields its URL.
-Override `stack_env` in a module to pass settings to every service (e.g. ORDER_EXPIRATION_SECONDS). Helpers
-(`needs("orders")`, `signup(stack)`, `eventually(...)`, `start_stack(...)`) are in tests/systemkit.py.
+Override `stack_env` in a module to pass settings to every service (e.g. ORDER_EXPIRATION_SECONDS). The fixtures
+and the helpers (`needs("orders")`, `signup(stack)`, `eventually(...)`, `start_stack(...)`) are in tests/systemkit.py.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,37 +17,8 @@ import pytest
 # Test modules here import systemkit; with --import-mode=importlib this folder is not on sys.path by itself.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from systemkit import Stack, start_stack
-
-
-@pytest.fixture(scope="module")
-def stack_env() -> dict[str, str]:
-    """Extra environment for every service of this module's stack; override it in a test module.
-
-    A short ack_wait: an event a killed service had fetched comes back in 5 s instead of 30.
-    """
-    return {"NATS_ACK_WAIT_SECONDS": "5"}
-
-
-@pytest.fixture(scope="module")
-def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
-    """The whole suite, started once per test module in a temp state folder, stopped (and checked) afterwards."""
-    base = Path(tempfile.mkdtemp(prefix="ticketing-system-"))
-    os.chmod(base, 0o755)
-    running = start_stack(base / "state", stack_env)
-    try:
-        yield running
-    finally:
-        code = running.stop()
-        if code != 0:
-            print(running.log()[-5000:])
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def gateway(stack: Stack) -> str:
-    """The gateway URL of the module's stack."""
-    return stack.url
+# The stack fixtures live in systemkit so that the web client's page tests use the same ones.
+from systemkit import Stack, gateway_fixture, stack_env_fixture, stack_fixture  # noqa: F401
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,7 +1,7 @@
 """Helpers for the system tests: start `ticketing dev up` as the user would, and drive it through the gateway.
 
-Import it from any tests/test_*.py (`from systemkit import Stack, eventually, needs, signup`); the fixtures that use
-it live in tests/conftest.py.
+Import it from any tests/test_*.py (`from systemkit import Stack, eventually, needs, signup`). Its fixtures (`stack`,
+`stack_env`, `gateway`) are imported by tests/conftest.py and by the web client's tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -197,3 +199,34 @@ def signup(stack: Stack, *, password: str = "correct horse battery") -> tuple[ht
     response = client.post("/api/users/signup", json={"email": email, "password": password})
     assert response.status_code == 201, response.text
     return client, response.json()
+
+
+# Named with `name=` so that a conftest can import them without its own `stack` parameters shadowing the import.
+@pytest.fixture(scope="module", name="stack_env")
+def stack_env_fixture() -> dict[str, str]:
+    """Extra environment for every service of this module's stack; override it in a test module.
+
+    A short ack_wait: an event a killed service had fetched comes back in 5 s instead of 30.
+    """
+    return {"NATS_ACK_WAIT_SECONDS": "5"}
+
+
+@pytest.fixture(scope="module", name="stack")
+def stack_fixture(stack_env: dict[str, str]) -> Iterator[Stack]:
+    """The whole suite, started once per test module in a temp state folder, stopped (and checked) afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="ticketing-system-"))
+    os.chmod(base, 0o755)
+    running = start_stack(base / "state", stack_env)
+    try:
+        yield running
+    finally:
+        code = running.stop()
+        if code != 0:
+            print(running.log()[-5000:])
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", name="gateway")
+def gateway_fixture(stack: Stack) -> str:
+    """The gateway URL of the module's stack."""
+    return stack.url

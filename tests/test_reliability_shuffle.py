@@ -104,7 +104,7 @@ async def settled(services: Sequence[RunningService]) -> None:
     async def drained() -> bool:
         for service in services:
             for listener in service.runtime.listeners:
-                info = await service.runtime.js.consumer_info(listener.stream, listener.durable)
+                info = await service.runtime.bus.js.consumer_info(listener.stream, listener.durable)
                 if info.num_pending or info.num_ack_pending:
                     return False
         return True

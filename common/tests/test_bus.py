@@ -15,7 +15,7 @@ from ticketing_common.db import DeadLetter, OutboxEvent
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.settings import ServiceSettings
 from ticketing_testing import eventually, redelivered
-from ticketing_testing.plugin import RunningService, ServiceStarter
+from ticketing_testing.plugin import RunningService, Servers, ServiceStarter, provision_service
 
 
 def ticket_created(**overrides: object) -> TicketCreated:
@@ -75,7 +75,7 @@ async def test_a_rolled_back_change_publishes_nothing(probe: RunningService) -> 
     assert "rolled back on purpose" not in failed.text
     ok = await probe.client.post("/api/probe/ok")
     assert ok.status_code == 201
-    js = probe.runtime.js
+    js = probe.runtime.bus.js
     await eventually(lambda: _equals(stream_messages(js, "TICKETS"), 1))
     assert await count(probe, OutboxEvent) == 1
     msg = await js.get_last_msg("TICKETS", "ticket.created")
@@ -102,7 +102,7 @@ async def test_an_event_committed_while_nats_is_down_is_published_when_it_is_bac
             assert row is not None and row.sent_at is None
     finally:
         nats_server.start()
-    js = probe.runtime.js
+    js = probe.runtime.bus.js
     await eventually(lambda: _equals(stream_messages(js, "TICKETS"), 1), timeout=20)
     msg = await js.get_last_msg("TICKETS", "ticket.created")
     assert msg.headers["Nats-Msg-Id"] == response.json()["eventId"]
@@ -244,8 +244,8 @@ async def test_an_invalid_payload_is_dead_lettered_at_once(probe: RunningService
     assert all(d.deliveries == 1 and d.reason.startswith("invalid payload") for d in letters)
 
 
-async def test_an_existing_consumer_is_updated_to_the_declared_config(probe: RunningService) -> None:
-    js = probe.runtime.js
+async def test_an_existing_consumer_is_updated_to_the_declared_config(probe: RunningService, servers: Servers) -> None:
+    js = probe.runtime.bus.js
     await js.add_consumer(
         "TICKETS",
         ConsumerConfig(
@@ -257,7 +257,7 @@ async def test_an_existing_consumer_is_updated_to_the_declared_config(probe: Run
         ),
     )
     listener = next(li for li in probe.runtime.listeners if isinstance(li, TicketCreatedListener))
-    await listener.ensure_consumer()
+    await provision_service(servers, probe.app.state.spec, probe.settings)  # as the provisioner, as a deploy does
     info = await js.consumer_info("TICKETS", "probe-ticket-created")
     assert info.config.ack_wait == listener.ack_wait
     assert info.config.max_deliver == -1  # unlimited: the listener counts deliveries itself (outages do not count)
@@ -278,7 +278,7 @@ async def test_outbox_rows_are_claimed_with_skip_locked(probe: RunningService) -
     await probe.runtime.relay.stop()
     for _ in range(3):
         await probe.client.post("/api/probe/ok")
-    engine = probe.runtime.engine
+    engine = probe.runtime.database.engine
     async with engine.connect() as holder:
         await holder.execute(
             text("SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED")
@@ -286,7 +286,7 @@ async def test_outbox_rows_are_claimed_with_skip_locked(probe: RunningService) -
         # A second relay skips the locked row and publishes the other two.
         from ticketing_common.outbox import OutboxRelay
 
-        other = OutboxRelay(engine=engine, pool=probe.runtime.pool, js=probe.runtime.js)
+        other = OutboxRelay(engine=engine, pool=probe.runtime.database.pool, js=probe.runtime.bus.js)
         assert await other.publish_pending() == 2
         await holder.rollback()
     assert await other.publish_pending() == 1
@@ -310,7 +310,7 @@ async def test_driver_connection_statements_belong_to_the_session_transaction(pr
 async def test_settings_can_shorten_every_listeners_ack_wait(start_service: ServiceStarter) -> None:
     probe = await start_service(create_app, ServiceSettings, "busapp", nats_ack_wait_seconds=3)
     for listener in probe.runtime.listeners:
-        info = await probe.runtime.js.consumer_info(listener.stream, listener.durable)
+        info = await probe.runtime.bus.js.consumer_info(listener.stream, listener.durable)
         assert info.config.ack_wait == 3
 
 
@@ -346,7 +346,7 @@ async def test_the_relay_prunes_sent_rows_and_old_inbox_records_past_their_reten
     assert relay.retention_seconds == 60
     relay._stopping = True  # its own start-up prune has run or is gone; only the explicit one below counts
     await relay.stop()
-    async with probe.runtime.pool.acquire() as conn:
+    async with probe.runtime.database.pool.acquire() as conn:
         await conn.execute("TRUNCATE outbox, inbox")
         await conn.execute(
             "INSERT INTO outbox (id, subject, payload, created_at, sent_at) VALUES "
@@ -369,7 +369,7 @@ async def test_the_relay_prunes_sent_rows_and_old_inbox_records_past_their_reten
 async def test_the_relay_prunes_on_its_own_in_the_background(probe: RunningService) -> None:
     relay = probe.runtime.relay
     assert [t.get_name() for t in relay._tasks] == ["outbox-relay", "outbox-listen", "outbox-prune"]
-    async with probe.runtime.pool.acquire() as conn:
+    async with probe.runtime.database.pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO outbox (id, subject, payload, sent_at) VALUES ($1, 's', '', now() - interval '2 days')",
             uuid.UUID(int=7),
@@ -377,12 +377,12 @@ async def test_the_relay_prunes_on_its_own_in_the_background(probe: RunningServi
     # A fresh relay prunes when it starts (then hourly): the row past the default 24 h retention goes.
     from ticketing_common.outbox import OutboxRelay
 
-    other = OutboxRelay(engine=probe.runtime.engine, pool=probe.runtime.pool, js=probe.runtime.js)
+    other = OutboxRelay(engine=probe.runtime.database.engine, pool=probe.runtime.database.pool, js=probe.runtime.bus.js)
     await other.start()
     try:
 
         async def pruned() -> bool:
-            async with probe.runtime.pool.acquire() as conn:
+            async with probe.runtime.database.pool.acquire() as conn:
                 return await conn.fetchval("SELECT count(*) FROM outbox WHERE id = $1", uuid.UUID(int=7)) == 0
 
         await eventually(pruned)

@@ -15,11 +15,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ticketing_common import bus, metrics
 from ticketing_common.bus import BusConnection
@@ -30,7 +26,7 @@ from ticketing_common.events import EVENT_TYPES
 from ticketing_common.limits import RequestLimitsMiddleware
 from ticketing_common.listener import Listener, ListenerWiring
 from ticketing_common.logs import configure_logging
-from ticketing_common.metrics import MetricsMiddleware, MetricsServer
+from ticketing_common.metrics import MetricsMiddleware, MetricsServer, serve_on_app_port
 from ticketing_common.migrations import head_revision
 from ticketing_common.outbox import OutboxRelay
 from ticketing_common.requestid import RequestIdMiddleware
@@ -59,31 +55,6 @@ class Runtime:
     relay: OutboxRelay
     listeners: list[Listener[Any]] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The database's SQLAlchemy engine."""
-        return self.database.engine
-
-    @property
-    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
-        """The database's sessions."""
-        return self.database.sessionmaker
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        """The database's asyncpg pool for the measured fast paths."""
-        return self.database.pool
-
-    @property
-    def nc(self) -> NATS:
-        """The NATS client."""
-        return self.bus.nc
-
-    @property
-    def js(self) -> JetStreamContext:
-        """The JetStream context."""
-        return self.bus.js
 
 
 @dataclass(frozen=True)
@@ -165,10 +136,13 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             worker = make_worker(runtime)
             await worker.start()
             runtime.workers.append(worker)
-        # The metrics port's server (a thread) cannot ask the database at scrape time: count dead letters every 15 s.
+        # Counted on a timer rather than at scrape time: the metrics port's server is a thread that cannot ask the
+        # database, and one refresh serves both ports alike.
         counting = (
-            asyncio.create_task(_count_dead_letters_every(runtime, spec.name, consumed, 15.0))
-            if metrics_server is not None and consumed
+            asyncio.create_task(
+                _count_dead_letters_every(runtime, spec.name, consumed, settings.dead_letters_refresh_seconds)
+            )
+            if consumed
             else None
         )
         logger.info("%s started", spec.name)
@@ -228,13 +202,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
 
     if settings.metrics_port is None:
         # Without a metrics port (the tests) /metrics is on the API port; with one, only there (a 404 here).
-        @app.get("/metrics", include_in_schema=False)
-        async def metrics_endpoint(request: Request) -> Response:
-            """Prometheus exposition, with the dead letters counted afresh from the database."""
-            runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-            if runtime is not None and consumed:
-                await _count_dead_letters(runtime, spec.name, consumed)
-            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        serve_on_app_port(app)
 
     return app
 
@@ -258,8 +226,8 @@ _COUNT_DEAD_LETTERS = "SELECT subject, count(*) FROM dead_letters WHERE resolved
 async def _count_dead_letters(runtime: Runtime, service: str, consumed: list[str]) -> None:
     """Refresh the dead-letter gauge; every consumed subject has a series (0 included), so an alert sees it."""
     try:
-        rows = await asyncio.wait_for(runtime.pool.fetch(_COUNT_DEAD_LETTERS), 2)
-    except Exception as exc:  # the rest of /metrics is still worth serving; the gauge keeps its last value
+        rows = await asyncio.wait_for(runtime.database.pool.fetch(_COUNT_DEAD_LETTERS), 2)
+    except Exception as exc:  # the gauge keeps its last value until the next refresh
         logger.warning("metrics: cannot count dead letters: %s", exc)
         return
     counts = dict.fromkeys(consumed, 0)
@@ -276,10 +244,10 @@ async def _count_dead_letters_every(runtime: Runtime, service: str, consumed: li
 async def _readiness_problem(runtime: Runtime | None, head: str | None) -> str | None:
     if runtime is None:
         return "Starting"
-    if not runtime.nc.is_connected:
+    if not runtime.bus.nc.is_connected:
         return "NATS is not connected"
     try:
-        async with runtime.engine.connect() as conn:
+        async with runtime.database.engine.connect() as conn:
             version = (
                 await asyncio.wait_for(conn.execute(text("SELECT version_num FROM alembic_version")), 2)
             ).scalar()

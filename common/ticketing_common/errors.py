@@ -304,7 +304,7 @@ async def consumers_behind(request: Request, consumers: Sequence[tuple[str, str]
     if runtime is None:
         return False
     state = request.app.state
-    reconnects = runtime.nc.stats.get("reconnects", 0)
+    reconnects = runtime.bus.nc.stats.get("reconnects", 0)
     if reconnects != getattr(state, "seen_reconnects", 0):
         state.seen_reconnects, state.reconnect_seen_at = reconnects, time.monotonic()
     logs = [getattr(state, "outage_log", None), *(getattr(li, "outages", None) for li in runtime.listeners)]
@@ -314,7 +314,7 @@ async def consumers_behind(request: Request, consumers: Sequence[tuple[str, str]
         return True
     try:
         infos = await asyncio.wait_for(
-            asyncio.gather(*(runtime.js.consumer_info(stream, durable) for stream, durable in consumers)), 1
+            asyncio.gather(*(runtime.bus.js.consumer_info(stream, durable) for stream, durable in consumers)), 1
         )
     except Exception as error:  # NATS away or slow: whether it is behind cannot be told, so assume it is
         durables = ", ".join(durable for _, durable in consumers)

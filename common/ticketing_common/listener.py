@@ -156,17 +156,6 @@ class Listener(ABC, Generic[E]):
             max_ack_pending=cls.max_ack_pending,
         )
 
-    def consumer_config(self) -> ConsumerConfig:
-        """This listener's durable config."""
-        return self.consumer_config_for(self.service, self.effective_ack_wait)
-
-    async def ensure_consumer(self) -> None:
-        """Create the durable, or update it to this config (js.subscribe would silently keep an old one).
-
-        Needs the provisioner's rights (ticketing_common.provision): a service may use its durables, not create them.
-        """
-        await self.js.add_consumer(self.stream, self.consumer_config())
-
     async def start(self) -> None:
         """Bind the durable the provisioner created, and consume in the background (again, after a stop)."""
         self._stopping = False

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Histogram(
@@ -27,7 +28,7 @@ DEAD_LETTERS = Gauge(
 
 
 def set_dead_letters(service: str, counts: dict[str, int]) -> None:
-    """Publish a service's waiting dead letters per subject (read from its database at each scrape)."""
+    """Publish a service's waiting dead letters per subject (counted from its database on a timer)."""
     for subject, count in counts.items():
         DEAD_LETTERS.labels(service, subject).set(count)
 
@@ -80,3 +81,12 @@ class MetricsServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def serve_on_app_port(app: FastAPI) -> None:
+    """GET /metrics on the app's own port: for a process given no METRICS_PORT (the tests)."""
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        """Prometheus exposition."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -55,6 +55,9 @@ class ServiceSettings(BaseSettings):
     )
     metrics_host: str = Field(default="0.0.0.0", description="The address the metrics port listens on")
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    dead_letters_refresh_seconds: float = Field(
+        default=15.0, gt=0, description="How often the ticketing_dead_letters gauge is counted from the database"
+    )
     outbox_retention_seconds: int = Field(
         default=24 * 3600,
         ge=60,

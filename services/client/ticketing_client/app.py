@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,7 +23,7 @@ from ticketing_client.service import Problems
 from ticketing_client.settings import Settings
 from ticketing_common.errors import error_body
 from ticketing_common.logs import configure_logging
-from ticketing_common.metrics import MetricsMiddleware, MetricsServer
+from ticketing_common.metrics import MetricsMiddleware, MetricsServer, serve_on_app_port
 from ticketing_common.requestid import RequestIdMiddleware
 from ticketing_common.settings import describe_validation_error
 
@@ -134,10 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.metrics_port is None:
         # Without a metrics port (unit tests) /metrics is on the page port. The Ingress's "/" rule reaches the client,
         # so wherever the suite is deployed (Kubernetes, `make dev`) METRICS_PORT is set, and /metrics is only there.
-        @app.get("/metrics", include_in_schema=False)
-        async def metrics_endpoint() -> Response:
-            """Prometheus exposition."""
-            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        serve_on_app_port(app)
 
     return app
 

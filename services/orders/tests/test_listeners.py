@@ -61,7 +61,7 @@ async def test_listeners_bind_the_contracts_durable_names(orders: RunningService
         "orders-expiration-complete",
         "orders-payment-created",
     }
-    info = await orders.runtime.js.consumer_info("TICKETS", "orders-ticket-updated")
+    info = await orders.runtime.bus.js.consumer_info("TICKETS", "orders-ticket-updated")
     assert info.config.durable_name == "orders-ticket-updated"
 
 
@@ -101,7 +101,7 @@ async def test_an_out_of_order_ticket_update_waits_for_its_predecessor(
     await publish(created)
     await wait_for_version(ticket_row, created.id, 0)
     await publish(second)
-    await redelivered(orders.runtime.js, "TICKETS", "orders-ticket-updated")
+    await redelivered(orders.runtime.bus.js, "TICKETS", "orders-ticket-updated")
     assert snapshot(await ticket_row(created.id)) == expected(created)
     await publish(first)
     row = await wait_for_version(ticket_row, created.id, 2)
@@ -113,7 +113,7 @@ async def test_an_update_before_the_ticket_exists_waits_for_its_creation(
 ) -> None:
     created, first = ticket_history(2)
     await publish(first)
-    await redelivered(orders.runtime.js, "TICKETS", "orders-ticket-updated")
+    await redelivered(orders.runtime.bus.js, "TICKETS", "orders-ticket-updated")
     assert await ticket_row(created.id) is None
     await publish(created)
     row = await wait_for_version(ticket_row, created.id, 1)
@@ -263,9 +263,8 @@ async def test_a_cancel_racing_a_payment_ends_in_exactly_one_terminal_state(
 
     async def pay(order_id: str) -> str:
         async with orders.runtime.database.transaction() as uow:
-            return await service.complete_order(
-                uow=uow, order_id=uuid.UUID(order_id), payment_id=uuid.uuid4(), stripe_id="ch_race"
-            )
+            payment = service.OrderPayment(order_id=uuid.UUID(order_id), payment_id=uuid.uuid4(), stripe_id="ch_race")
+            return await service.complete_order(uow=uow, payment=payment)
 
     async def cancel(order_id: str) -> int:
         return (await orders.client.delete(f"/api/orders/{order_id}", headers=user.headers)).status_code

@@ -11,6 +11,18 @@ from ticketing_common.uow import UnitOfWork
 from ticketing_orders import service
 
 
+def _ticket_version(event: TicketCreated | TicketUpdated) -> service.TicketVersion:
+    """The version an event carries; a new ticket is not reserved."""
+    return service.TicketVersion(
+        id=event.id,
+        version=event.version,
+        title=event.title,
+        price=event.price,
+        order_id=event.order_id if isinstance(event, TicketUpdated) else None,
+        seller_id=event.user_id,
+    )
+
+
 class TicketCreatedListener(Listener[TicketCreated]):
     """ticket.created: add version 0 of a ticket to the replica."""
 
@@ -18,15 +30,7 @@ class TicketCreatedListener(Listener[TicketCreated]):
 
     async def handle(self, event: TicketCreated, uow: UnitOfWork) -> None:
         """Insert the ticket unless a version is already held."""
-        await service.apply_ticket(
-            uow=uow,
-            ticket_id=event.id,
-            version=event.version,
-            title=event.title,
-            price=event.price,
-            order_id=None,
-            seller_id=event.user_id,
-        )
+        await service.apply_ticket(uow=uow, ticket=_ticket_version(event))
 
 
 class TicketUpdatedListener(Listener[TicketUpdated]):
@@ -36,15 +40,7 @@ class TicketUpdatedListener(Listener[TicketUpdated]):
 
     async def handle(self, event: TicketUpdated, uow: UnitOfWork) -> None:
         """Apply the new title, price and reservation if it is the next version."""
-        await service.apply_ticket(
-            uow=uow,
-            ticket_id=event.id,
-            version=event.version,
-            title=event.title,
-            price=event.price,
-            order_id=event.order_id,
-            seller_id=event.user_id,
-        )
+        await service.apply_ticket(uow=uow, ticket=_ticket_version(event))
 
 
 class ExpirationCompleteListener(Listener[ExpirationComplete]):
@@ -64,7 +60,8 @@ class PaymentCreatedListener(Listener[PaymentCreated]):
 
     async def handle(self, event: PaymentCreated, uow: UnitOfWork) -> None:
         """Record the payment against its order."""
-        await service.complete_order(uow=uow, order_id=event.order_id, payment_id=event.id, stripe_id=event.stripe_id)
+        payment = service.OrderPayment(order_id=event.order_id, payment_id=event.id, stripe_id=event.stripe_id)
+        await service.complete_order(uow=uow, payment=payment)
 
 
 LISTENERS: tuple[Callable[[ListenerWiring], Listener[Any]], ...] = (

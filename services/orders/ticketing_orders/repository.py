@@ -51,6 +51,27 @@ class RefundView:
     payment_id: uuid.UUID | None
 
 
+@dataclass(frozen=True, slots=True)
+class TicketVersion:
+    """One version of a ticket, as ticket.created or ticket.updated gives it to the replica."""
+
+    id: uuid.UUID
+    version: int
+    title: str
+    price: Decimal
+    order_id: uuid.UUID | None
+    seller_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPayment:
+    """A payment for an order, as payment.created announces it."""
+
+    order_id: uuid.UUID
+    payment_id: uuid.UUID
+    stripe_id: str
+
+
 @dataclass(frozen=True)
 class OrderView:
     """An order with its ticket, as the API shows it."""
@@ -193,25 +214,23 @@ async def cancel_open_order(
     return (row["ticket_id"], row["version"]) if row is not None else None
 
 
-async def complete_open_order(uow: UnitOfWork, *, order_id: uuid.UUID, payment_id: uuid.UUID, stripe_id: str) -> bool:
+async def complete_open_order(uow: UnitOfWork, payment: OrderPayment) -> bool:
     """Complete the order with its payment if it is open; False otherwise."""
     conn = await uow.connection()
-    return await conn.fetchval(_COMPLETE_OPEN, order_id, payment_id, stripe_id) is not None
+    return await conn.fetchval(_COMPLETE_OPEN, payment.order_id, payment.payment_id, payment.stripe_id) is not None
 
 
-async def flag_cancelled_for_refund(
-    uow: UnitOfWork, *, order_id: uuid.UUID, payment_id: uuid.UUID, stripe_id: str
-) -> bool:
+async def flag_cancelled_for_refund(uow: UnitOfWork, payment: OrderPayment) -> bool:
     """Record a payment on a cancelled order that has none, marked for refund; False if no such order."""
     flagged = (
         await uow.session.execute(
             update(orders)
             .where(
-                orders.c.id == order_id,
+                orders.c.id == payment.order_id,
                 orders.c.status == OrderStatus.CANCELLED.value,
                 orders.c.payment_id.is_(None),
             )
-            .values(refund_status=REFUND_PENDING, payment_id=payment_id, stripe_id=stripe_id)
+            .values(refund_status=REFUND_PENDING, payment_id=payment.payment_id, stripe_id=payment.stripe_id)
             .returning(orders.c.id)
         )
     ).first()
@@ -232,33 +251,22 @@ async def find_status_and_payment(uow: UnitOfWork, order_id: uuid.UUID) -> tuple
     return (OrderStatus(row.status), row.payment_id) if row is not None else None
 
 
-async def insert_ticket(
-    uow: UnitOfWork,
-    *,
-    ticket_id: uuid.UUID,
-    title: str,
-    price: Decimal,
-    order_id: uuid.UUID | None,
-    seller_id: uuid.UUID,
-) -> bool:
+async def insert_ticket(uow: UnitOfWork, ticket: TicketVersion) -> bool:
     """Add version 0 of a ticket to the replica; False if the replica already holds the ticket."""
     conn = await uow.connection()
-    return await conn.fetchval(_INSERT_TICKET, ticket_id, title, price, order_id, seller_id) is not None
+    return (
+        await conn.fetchval(_INSERT_TICKET, ticket.id, ticket.title, ticket.price, ticket.order_id, ticket.seller_id)
+        is not None
+    )
 
 
-async def update_ticket(
-    uow: UnitOfWork,
-    *,
-    ticket_id: uuid.UUID,
-    version: int,
-    title: str,
-    price: Decimal,
-    order_id: uuid.UUID | None,
-    seller_id: uuid.UUID,
-) -> bool:
-    """Move the replica's ticket to `version` if it holds version - 1; False otherwise."""
+async def update_ticket(uow: UnitOfWork, ticket: TicketVersion) -> bool:
+    """Move the replica's ticket to `ticket.version` if it holds the version before; False otherwise."""
     conn = await uow.connection()
-    return await conn.fetchval(_UPDATE_TICKET, ticket_id, title, price, order_id, version, seller_id) is not None
+    row_id = await conn.fetchval(
+        _UPDATE_TICKET, ticket.id, ticket.title, ticket.price, ticket.order_id, ticket.version, ticket.seller_id
+    )
+    return row_id is not None
 
 
 async def ticket_version(uow: UnitOfWork, ticket_id: uuid.UUID) -> int | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from ticketing_common.errors import BadRequest, Conflict, NotAuthorized, NotFound, ReplicaNotFound
 from ticketing_common.events import (
@@ -21,9 +20,9 @@ from ticketing_common.listener import EventOutOfOrder, durable_name, version_gat
 from ticketing_common.pagination import PageCursor
 from ticketing_common.uow import UnitOfWork
 from ticketing_orders import repository
-from ticketing_orders.repository import OrderView, RefundView, TicketView
+from ticketing_orders.repository import OrderPayment, OrderView, RefundView, TicketVersion, TicketView
 
-__all__ = ["OrderView", "RefundView", "TicketView"]
+__all__ = ["OrderPayment", "OrderView", "RefundView", "TicketVersion", "TicketView"]
 
 logger = logging.getLogger("ticketing.orders")
 
@@ -191,69 +190,50 @@ async def expire_order(*, uow: UnitOfWork, order_id: uuid.UUID) -> bool:
     return False
 
 
-async def complete_order(*, uow: UnitOfWork, order_id: uuid.UUID, payment_id: uuid.UUID, stripe_id: str) -> str:
+async def complete_order(*, uow: UnitOfWork, payment: OrderPayment) -> str:
     """Record a payment: complete an open order, or mark a cancelled one for refund. Returns what happened."""
-    if await repository.complete_open_order(uow, order_id=order_id, payment_id=payment_id, stripe_id=stripe_id):
+    if await repository.complete_open_order(uow, payment):
         return "completed"
     # Contract rule 9: a payment that meets a cancelled order is kept, visibly, for a refund.
-    if await repository.flag_cancelled_for_refund(uow, order_id=order_id, payment_id=payment_id, stripe_id=stripe_id):
+    if await repository.flag_cancelled_for_refund(uow, payment):
         logger.warning(
             "payment %s (stripe %s) arrived for cancelled order %s: marked for refund",
-            payment_id,
-            stripe_id,
-            order_id,
+            payment.payment_id,
+            payment.stripe_id,
+            payment.order_id,
         )
         return "refund_pending"
-    current = await repository.find_status_and_payment(uow, order_id)
+    current = await repository.find_status_and_payment(uow, payment.order_id)
     if current is None:
-        logger.warning("payment %s for unknown order %s ignored", payment_id, order_id)
+        logger.warning("payment %s for unknown order %s ignored", payment.payment_id, payment.order_id)
         return "unknown_order"
     _, held_payment = current
-    if held_payment == payment_id:
+    if held_payment == payment.payment_id:
         return "duplicate"
     # Payments charges at most once per order (its idempotency key is the order id); a second payment is an anomaly.
     logger.error(
         "payment %s (stripe %s) for order %s, which already holds payment %s: needs an operator",
-        payment_id,
-        stripe_id,
-        order_id,
+        payment.payment_id,
+        payment.stripe_id,
+        payment.order_id,
         held_payment,
     )
     return "second_payment"
 
 
-async def apply_ticket(
-    *,
-    uow: UnitOfWork,
-    ticket_id: uuid.UUID,
-    version: int,
-    title: str,
-    price: Decimal,
-    order_id: uuid.UUID | None,
-    seller_id: uuid.UUID,
-) -> bool:
+async def apply_ticket(*, uow: UnitOfWork, ticket: TicketVersion) -> bool:
     """Apply one ticket version to the replica in version order: True if applied, False if stale.
 
     The common case is one statement (insert v0, or update from v-1); only when it matches nothing does
     version_gate look at the held version to tell a stale event (ignored) from a gap (EventOutOfOrder).
     """
-    if version == 0:
-        applied = await repository.insert_ticket(
-            uow, ticket_id=ticket_id, title=title, price=price, order_id=order_id, seller_id=seller_id
-        )
+    if ticket.version == 0:
+        applied = await repository.insert_ticket(uow, ticket)
     else:
-        applied = await repository.update_ticket(
-            uow,
-            ticket_id=ticket_id,
-            version=version,
-            title=title,
-            price=price,
-            order_id=order_id,
-            seller_id=seller_id,
-        )
+        applied = await repository.update_ticket(uow, ticket)
     if applied:
         return True
-    if version_gate(await repository.ticket_version(uow, ticket_id), version):
+    if version_gate(await repository.ticket_version(uow, ticket.id), ticket.version):
         # The row moved between our two statements (another replica): try again later from a clean state.
-        raise EventOutOfOrder(f"ticket {ticket_id} changed while applying version {version}")
+        raise EventOutOfOrder(f"ticket {ticket.id} changed while applying version {ticket.version}")
     return False

@@ -44,15 +44,15 @@ async def add_order(
     """Put an order in a payments service's replica as order.created would, with unique ids."""
     order_id = uuid.uuid4()
     async with payments.runtime.database.transaction() as uow:
-        await service.record_order_created(
-            uow=uow,
-            order_id=order_id,
+        created = service.ReplicaOrder(
+            id=order_id,
             version=0,
             user_id=user_id or uuid.uuid4(),
             price=price,
             status=status.value,
             expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
         )
+        await service.record_order_created(uow=uow, order=created)
         if status == OrderStatus.CANCELLED:
             await service.record_order_cancelled(uow=uow, order_id=order_id, version=1)
     async with payments.sessionmaker() as session:

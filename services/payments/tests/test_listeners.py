@@ -118,7 +118,7 @@ async def test_a_cancel_that_overtakes_its_create_waits_for_it(payments: Running
     event = order_created()
     await publish(nats_client, order_cancelled(event))
     # Not applied, not dropped: the cancel is nak'd and comes back. Looked at once it has come back at least once.
-    await redelivered(payments.runtime.js, "ORDERS", CANCELLED)
+    await redelivered(payments.runtime.bus.js, "ORDERS", CANCELLED)
     async with payments.sessionmaker() as session:
         assert await session.get(Order, event.id) is None
         assert await session.scalar(select(func.count()).select_from(InboxRecord)) == 0

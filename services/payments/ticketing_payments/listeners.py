@@ -18,15 +18,15 @@ class OrderCreatedListener(Listener[OrderCreated]):
 
     async def handle(self, event: OrderCreated, uow: UnitOfWork) -> None:
         """Record the order payments may charge."""
-        await service.record_order_created(
-            uow=uow,
-            order_id=event.id,
+        order = service.ReplicaOrder(
+            id=event.id,
             version=event.version,
             user_id=event.user_id,
             price=event.ticket.price,
             status=event.status.value,
             expires_at=event.expires_at,
         )
+        await service.record_order_created(uow=uow, order=order)
 
 
 class OrderCancelledListener(Listener[OrderCancelled]):

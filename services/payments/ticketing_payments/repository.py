@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -11,6 +12,18 @@ from sqlalchemy.dialects.postgresql import insert
 
 from ticketing_common.uow import UnitOfWork
 from ticketing_payments.models import Order, Payment
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaOrder:
+    """An order as order.created gives it to the replica."""
+
+    id: uuid.UUID
+    version: int
+    user_id: uuid.UUID
+    price: Decimal
+    status: str
+    expires_at: datetime
 
 
 async def lock_order(uow: UnitOfWork, order_id: uuid.UUID) -> Order | None:
@@ -45,20 +58,18 @@ async def lock_order_version(uow: UnitOfWork, order_id: uuid.UUID) -> int | None
     return version
 
 
-async def insert_order(
-    uow: UnitOfWork,
-    *,
-    order_id: uuid.UUID,
-    version: int,
-    user_id: uuid.UUID,
-    price: Decimal,
-    status: str,
-    expires_at: datetime,
-) -> bool:
+async def insert_order(uow: UnitOfWork, order: ReplicaOrder) -> bool:
     """Add an order to the replica; False if it was there already."""
     inserted = await uow.session.execute(
         insert(Order)
-        .values(id=order_id, version=version, user_id=user_id, price=price, status=status, expires_at=expires_at)
+        .values(
+            id=order.id,
+            version=order.version,
+            user_id=order.user_id,
+            price=order.price,
+            status=order.status,
+            expires_at=order.expires_at,
+        )
         .on_conflict_do_nothing(index_elements=[Order.id])
         .returning(Order.id)
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from ticketing_common.errors import BadRequest, NotAuthorized, ReplicaNotFound
 from ticketing_common.events import OrderCreated, OrderStatus, PaymentCreated, stream_for
@@ -12,6 +11,9 @@ from ticketing_common.listener import durable_name, version_gate
 from ticketing_common.uow import UnitOfWork
 from ticketing_payments import repository
 from ticketing_payments.providers import PaymentProvider
+from ticketing_payments.repository import ReplicaOrder
+
+__all__ = ["ReplicaOrder"]
 
 CURRENCY = "usd"
 
@@ -88,22 +90,11 @@ async def create_payment(
     return payment_id
 
 
-async def record_order_created(
-    *,
-    uow: UnitOfWork,
-    order_id: uuid.UUID,
-    version: int,
-    user_id: uuid.UUID,
-    price: Decimal,
-    status: str,
-    expires_at: datetime,
-) -> bool:
+async def record_order_created(*, uow: UnitOfWork, order: ReplicaOrder) -> bool:
     """Add an order to the replica (version 0); a duplicate or older event changes nothing."""
-    if not version_gate(await repository.lock_order_version(uow, order_id), version):
+    if not version_gate(await repository.lock_order_version(uow, order.id), order.version):
         return False
-    return await repository.insert_order(
-        uow, order_id=order_id, version=version, user_id=user_id, price=price, status=status, expires_at=expires_at
-    )
+    return await repository.insert_order(uow, order)
 
 
 async def record_order_cancelled(*, uow: UnitOfWork, order_id: uuid.UUID, version: int) -> bool:

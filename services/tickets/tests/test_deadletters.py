@@ -40,7 +40,7 @@ async def tickets(start_service: ServiceStarter, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(listener, "retry_delay", 0.02)
         monkeypatch.setattr(listener, "max_retry_delay", 0.05)
         monkeypatch.setattr(listener, "max_deliver", 2)
-    return await start_service(create_app, Settings, "ticketing_tickets")
+    return await start_service(create_app, Settings, "ticketing_tickets", dead_letters_refresh_seconds=0.1)
 
 
 async def ticketing(service: RunningService, *args: str) -> Result:
@@ -61,6 +61,17 @@ async def gauge(service: RunningService, subject: str) -> float:
     return float(found.group(1))
 
 
+async def gauge_reaches(service: RunningService, subject: str, value: float) -> None:
+    """Wait for the gauge's next refreshes to show the value (the service counts its dead letters on a timer)."""
+
+    async def check() -> bool:
+        shown = await gauge(service, subject)
+        assert shown == value, f"{subject}: {shown}"
+        return True
+
+    await eventually(check)
+
+
 async def test_a_cancel_that_lost_its_create_waits_as_a_dead_letter_and_a_retry_applies_it_once(
     tickets: RunningService,
     create_ticket: Callable[..., Awaitable[dict[str, Any]]],
@@ -79,8 +90,8 @@ async def test_a_cancel_that_lost_its_create_waits_as_a_dead_letter_and_a_retry_
         "order.cancelled",
         str(cancelled.event_id),
     )
-    assert await gauge(tickets, "order.cancelled") == 1
-    assert await gauge(tickets, "order.created") == 0
+    await gauge_reaches(tickets, "order.cancelled", 1)
+    await gauge_reaches(tickets, "order.created", 0)
 
     listed = await ticketing(tickets, "deadletters", "list", "tickets")
     assert listed.exit_code == 0, listed.output
@@ -106,7 +117,7 @@ async def test_a_cancel_that_lost_its_create_waits_as_a_dead_letter_and_a_retry_
     [resolved] = await rows(tickets)
     assert (resolved.resolution, resolved.resolved_by, resolved.resolution_note) == ("retried", "alice", "create came")
     assert resolved.resolved_at is not None
-    assert await gauge(tickets, "order.cancelled") == 0
+    await gauge_reaches(tickets, "order.cancelled", 0)
     async with tickets.sessionmaker() as session:
         updates = (await session.execute(select(OutboxEvent).where(OutboxEvent.subject == "ticket.updated"))).scalars()
         assert len(list(updates)) == 2  # reserved, then released by the retry: published by the service's relay
@@ -134,6 +145,7 @@ async def test_a_poison_payload_cannot_be_retried_and_is_dropped_with_who_and_wh
     )
     [dead] = await eventually(rows_when(tickets, 1))
     assert dead.reason.startswith("invalid payload")
+    await gauge_reaches(tickets, "order.created", 1)
 
     shown = await ticketing(tickets, "deadletters", "show", "tickets", str(dead.id))
     assert shown.exit_code == 0, shown.output
@@ -157,7 +169,7 @@ async def test_a_poison_payload_cannot_be_retried_and_is_dropped_with_who_and_wh
         "bob",
         "test publisher garbage",
     )
-    assert await gauge(tickets, "order.created") == 0
+    await gauge_reaches(tickets, "order.created", 0)
 
     waiting = await ticketing(tickets, "deadletters", "list", "tickets")
     assert "no dead letters waiting" in waiting.output

@@ -151,7 +151,7 @@ class RunningService:
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
         """The service's sessions."""
-        return self.runtime.sessionmaker
+        return self.runtime.database.sessionmaker
 
     async def stop(self) -> None:
         """Close the client and run the lifespan's shutdown."""
