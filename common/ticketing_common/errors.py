@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ticketing_common.ids import minted_within
 from ticketing_common.requestid import REQUEST_ID_HEADER, current_request_id
 
 logger = logging.getLogger("ticketing.errors")
@@ -100,11 +102,17 @@ class ReplicaNotFound(NotFound):
 
     404 only while the consumer that brings such entities has caught up; while it is behind (messages not yet
     delivered or not yet acked), the entity may exist and arrive in a moment, so the answer is NotYetKnown (503,
-    Retry-After: 1) instead. Subclasses name the consumer: its stream and durable.
+    Retry-After: 1) instead. So is a miss for a UUIDv7 id minted moments ago (ids.py): its producer has committed
+    it, and its event may still wait in the producer's outbox, where no consumer can see it. Subclasses name the
+    consumer: its stream and durable.
     """
 
     replica_stream: ClassVar[str]
     replica_durable: ClassVar[str]
+
+    def __init__(self, entity_id: uuid.UUID | None = None, message: str | None = None) -> None:
+        super().__init__(message)
+        self.entity_id = entity_id
 
 
 class Conflict(AppError):
@@ -298,12 +306,17 @@ RECOVERY_GRACE_SECONDS = 10.0
 
 
 async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
-    """Whether the replica may still receive the entity: its consumer has messages to deliver or ack (one NATS
-    request, on a miss only), JetStream cannot be asked, or an outage ended moments ago."""
-    runtime = getattr(request.app.state, "runtime", None)
+    """Whether the replica may still receive the entity: its id was minted moments ago (its event may still be in
+    the producer's outbox), its consumer has messages to deliver or ack (one NATS request, on a miss only),
+    JetStream cannot be asked, or an outage ended moments ago."""
+    state = request.app.state
+    settings = getattr(state, "settings", None)
+    fresh_for = getattr(settings, "not_yet_known_seconds", 0.0)
+    if exc.entity_id is not None and minted_within(exc.entity_id, fresh_for, time.time()):
+        return True
+    runtime = getattr(state, "runtime", None)
     if runtime is None:
         return False
-    state = request.app.state
     reconnects = runtime.nc.stats.get("reconnects", 0)
     if reconnects != getattr(state, "seen_reconnects", 0):
         state.seen_reconnects, state.reconnect_seen_at = reconnects, time.monotonic()
