@@ -154,3 +154,30 @@ async def test_an_edit_racing_an_order_is_refused_and_the_order_is_charged_the_p
     assert (final["price"], final["orderId"], final["version"]) == (10, order["id"], 1)
     reservation = await events.wait_for("ticket.updated")
     assert [(e["version"], e["price"], e["orderId"]) for e in reservation] == [(1, 10, order["id"])]
+
+
+async def test_a_ticket_whose_event_is_still_in_the_tickets_outbox_is_not_yet_known_to_orders_never_404(
+    stack,
+) -> None:
+    """The outbox gap: tickets has committed the ticket, its relay has not published ticket.created (as while it is
+    killed, or NATS restarts), so orders' consumer is caught up with the stream. The ticket exists: 503, not 404."""
+    tickets, orders = stack
+    seller, buyer = make_user(), make_user()
+    await tickets.runtime.relay.stop()
+    created = await tickets.client.post("/api/tickets", json={"title": "Gap", "price": 12}, headers=seller.headers)
+    assert created.status_code == 201
+    ticket_id = created.json()["id"]
+
+    response = await orders.client.post("/api/orders", json={"ticketId": ticket_id}, headers=buyer.headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "1"
+    assert response.json() == {"errors": [{"message": "Not yet known; retry shortly"}]}
+
+    assert await tickets.runtime.relay.publish_pending() == 1  # the relay is back: the event reaches the stream
+
+    async def ordered() -> dict:
+        answer = await orders.client.post("/api/orders", json={"ticketId": ticket_id}, headers=buyer.headers)
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    await eventually(ordered, timeout=15)

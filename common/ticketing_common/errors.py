@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ticketing_common.ids import minted_within
 from ticketing_common.requestid import REQUEST_ID_HEADER, current_request_id
 
 logger = logging.getLogger("ticketing.errors")
@@ -100,11 +102,17 @@ class ReplicaNotFound(NotFound):
 
     404 only while the consumer that brings such entities has caught up; while it is behind (messages not yet
     delivered or not yet acked), the entity may exist and arrive in a moment, so the answer is NotYetKnown (503,
-    Retry-After: 1) instead. Subclasses name the consumer: its stream and durable.
+    Retry-After: 1) instead. So is a miss for a UUIDv7 id minted moments ago (ids.py): its producer has committed
+    it, and its event may still wait in the producer's outbox, where no consumer can see it. Subclasses name the
+    consumer: its stream and durable.
     """
 
     replica_stream: ClassVar[str]
     replica_durable: ClassVar[str]
+
+    def __init__(self, entity_id: uuid.UUID | None = None, message: str | None = None) -> None:
+        super().__init__(message)
+        self.entity_id = entity_id
 
 
 class Conflict(AppError):
@@ -324,7 +332,12 @@ async def consumers_behind(request: Request, consumers: Sequence[tuple[str, str]
 
 
 async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:
-    """Whether the replica may still receive the entity (see consumers_behind); asked on a miss only."""
+    """Whether the replica may still receive the entity, asked on a miss only: its id was minted moments ago (its
+    event may still be in the producer's outbox), or its consumer may still bring it (see consumers_behind)."""
+    settings = getattr(request.app.state, "settings", None)
+    fresh_for = getattr(settings, "not_yet_known_seconds", 0.0)
+    if exc.entity_id is not None and minted_within(exc.entity_id, fresh_for, time.time()):
+        return True
     return await consumers_behind(request, [(exc.replica_stream, exc.replica_durable)])
 
 

@@ -68,6 +68,14 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="How long the streams keep an event; 0 (the default) keeps the full history, which replay needs",
     )
+    not_yet_known_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "For this long after a UUIDv7 id was minted, a replica that does not hold its entity answers 503 "
+            '"not yet known" rather than 404: the event may still be in its producer\'s outbox'
+        ),
+    )
     nats_ack_wait_seconds: float | None = Field(
         default=None, gt=0, description="Overrides every listener's ack_wait (30 s); shorter in dev and tests"
     )

@@ -17,7 +17,7 @@ from ticketing_orders import service
 from ticketing_orders.app import create_app
 from ticketing_orders.listeners import TicketCreatedListener
 from ticketing_orders.settings import Settings
-from ticketing_testing import eventually, make_user
+from ticketing_testing import eventually, id_minted, make_user
 from ticketing_testing.plugin import RunningService, Servers, ServiceStarter
 from ticketing_testing.proxy import TcpProxy
 
@@ -119,3 +119,28 @@ async def test_a_ticket_its_replica_has_not_heard_of_yet_is_503_not_yet_known_th
     # A pull the stopped subscription had outstanding may have taken the event: JetStream redelivers it only once its
     # ack_wait has passed, so wait past that.
     await eventually(ordered, timeout=listener.effective_ack_wait + 10)
+
+
+async def test_a_ticket_minted_moments_ago_that_no_event_has_brought_is_503_not_yet_known(
+    orders: RunningService,
+) -> None:
+    """Tickets committed it, but its ticket.created still waits in tickets' outbox (a relay killed, or NATS
+    restarting): the consumer is caught up, yet the ticket exists. Its UUIDv7 id is seconds old: "not yet", not 404."""
+    user = make_user()
+    response = await orders.client.post(
+        "/api/orders", json={"ticketId": str(id_minted(seconds_ago=2))}, headers=user.headers
+    )
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "1"
+    assert response.json() == {"errors": [{"message": "Not yet known; retry shortly"}]}
+
+
+async def test_a_ticket_id_minted_before_the_window_beyond_the_clock_skew_or_not_a_uuid7_is_404(
+    orders: RunningService,
+) -> None:
+    user = make_user()
+    window = orders.settings.not_yet_known_seconds
+    for ticket_id in (id_minted(seconds_ago=window + 5), id_minted(seconds_ago=-3600), uuid.uuid4()):
+        response = await orders.client.post("/api/orders", json={"ticketId": str(ticket_id)}, headers=user.headers)
+        assert response.status_code == 404, (ticket_id, response.text)
+        assert "Retry-After" not in response.headers

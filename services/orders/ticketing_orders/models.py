@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ticketing_common.db import model_registry
 from ticketing_common.events import OrderStatus
+from ticketing_common.ids import new_id
 
 # Statuses that hold the ticket: at most one order per ticket may be in one of them.
 RESERVING_STATUSES: tuple[OrderStatus, ...] = (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT, OrderStatus.COMPLETE)
@@ -49,7 +50,7 @@ class Order(Base):
 
     __tablename__ = "orders"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     user_id: Mapped[uuid.UUID]
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
     status: Mapped[str] = mapped_column(String(20))

@@ -16,6 +16,7 @@ from ticketing_common.events import (
     TicketRef,
     stream_for,
 )
+from ticketing_common.ids import new_id
 from ticketing_common.listener import EventOutOfOrder, durable_name, version_gate
 from ticketing_common.pagination import PageCursor
 from ticketing_common.uow import UnitOfWork
@@ -95,7 +96,7 @@ async def create_order(
     """
     found = await repository.find_ticket(uow, ticket_id)
     if found is None:
-        raise TicketNotFound()
+        raise TicketNotFound(ticket_id)
     if found.seller_id == user_id:
         raise OwnTicket()
     if await repository.count_open_orders_locked(uow, user_id) >= max_open_orders:
@@ -103,7 +104,7 @@ async def create_order(
     ticket = found.ticket
     created_at = now or _now()
     order = OrderView(
-        id=uuid.uuid4(),
+        id=new_id(),
         user_id=user_id,
         status=OrderStatus.CREATED,
         expires_at=_to_millis(created_at + timedelta(seconds=expiration_seconds)),

@@ -10,7 +10,7 @@ from nats.aio.client import Client as NATS
 
 from ticketing_common.events import OrderCreated, OrderStatus, OrderTicket
 from ticketing_payments.listeners import OrderCreatedListener
-from ticketing_testing import eventually, make_user
+from ticketing_testing import eventually, id_minted, make_user
 from ticketing_testing.plugin import RunningService
 
 
@@ -51,3 +51,28 @@ async def test_an_order_a_caught_up_replica_does_not_hold_is_404(payments: Runni
     response = await payments.client.post("/api/payments", json=body, headers=user.headers)
     assert response.status_code == 404
     assert "Retry-After" not in response.headers
+
+
+async def test_an_order_minted_moments_ago_that_no_event_has_brought_is_503_not_yet_known(
+    payments: RunningService,
+) -> None:
+    """Orders committed it, but its order.created still waits in orders' outbox: the consumer is caught up with the
+    stream, yet the order exists. Its UUIDv7 id says it is seconds old, so the answer is "not yet", not 404."""
+    user = make_user()
+    body = {"token": "tok_visa", "orderId": str(id_minted(seconds_ago=2))}
+    response = await payments.client.post("/api/payments", json=body, headers=user.headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "1"
+    assert response.json() == {"errors": [{"message": "Not yet known; retry shortly"}]}
+
+
+async def test_an_order_id_minted_before_the_window_or_beyond_the_clock_skew_is_404(
+    payments: RunningService,
+) -> None:
+    user = make_user()
+    window = payments.settings.not_yet_known_seconds
+    for order_id in (id_minted(seconds_ago=window + 5), id_minted(seconds_ago=-3600)):
+        body = {"token": "tok_visa", "orderId": str(order_id)}
+        response = await payments.client.post("/api/payments", json=body, headers=user.headers)
+        assert response.status_code == 404, (order_id, response.text)
+        assert "Retry-After" not in response.headers

@@ -64,7 +64,7 @@ async def create_payment(
     """
     order = await repository.lock_order(uow, order_id)
     if order is None:
-        raise OrderNotFound()
+        raise OrderNotFound(order_id)
     if order.user_id != user_id:
         raise NotAuthorized()
     if order.status == OrderStatus.CANCELLED:

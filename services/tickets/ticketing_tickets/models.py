@@ -10,6 +10,7 @@ from sqlalchemy import CheckConstraint, Index, Numeric, String, Table, func, tex
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ticketing_common.db import model_registry
+from ticketing_common.ids import new_id
 
 Base = model_registry()
 
@@ -19,7 +20,7 @@ class Ticket(Base):
 
     __tablename__ = "tickets"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     title: Mapped[str] = mapped_column(String(200))
     # Exact money: NUMERIC, never a float.
     price: Mapped[Decimal] = mapped_column(Numeric(10, 2))

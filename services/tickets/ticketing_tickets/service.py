@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from ticketing_common.errors import BadRequest, Conflict, NotAuthorized, NotFound, ServiceUnavailable
 from ticketing_common.events import TicketCreated, TicketUpdated
+from ticketing_common.ids import new_id
 from ticketing_common.listener import EventOutOfOrder, version_gate
 from ticketing_common.pagination import PageCursor
 from ticketing_common.uow import UnitOfWork
@@ -64,7 +65,7 @@ def _ticket_updated(ticket: TicketState) -> TicketUpdated:
 
 async def create_ticket(*, uow: UnitOfWork, user_id: uuid.UUID, title: str, price: Decimal) -> TicketState:
     """List a ticket for sale at version 0 and write ticket.created, atomically."""
-    ticket = TicketState(id=uuid.uuid4(), title=title, price=price, user_id=user_id, version=0, order_id=None)
+    ticket = TicketState(id=new_id(), title=title, price=price, user_id=user_id, version=0, order_id=None)
     event = TicketCreated(id=ticket.id, version=0, title=title, price=price, user_id=user_id)
     await repository.insert_ticket(uow, ticket, event)
     return ticket

@@ -16,6 +16,7 @@ from nats.js.client import JetStreamContext
 
 from ticketing_common.auth import SESSION_COOKIE, create_token
 from ticketing_common.events import STREAMS
+from ticketing_common.ids import new_id
 
 TEST_JWT_KEY = "test-only-jwt-key-0123456789abcdef"
 
@@ -45,6 +46,12 @@ def make_user(
     user_id = user_id or uuid.uuid4()
     email = email or f"user-{user_id.hex[:12]}@example.com"
     return TestUser(user_id, email, create_token(user_id=user_id, email=email, key=key, ttl_seconds=ttl_seconds))
+
+
+def id_minted(seconds_ago: float) -> uuid.UUID:
+    """A UUIDv7 entity id as a producer would have minted it `seconds_ago` (negative: in the future)."""
+    millis = round((time.time() - seconds_ago) * 1000)
+    return uuid.UUID(int=(new_id().int & ((1 << 80) - 1)) | (millis << 80))
 
 
 async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05) -> T:
