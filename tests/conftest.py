@@ -23,6 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from systemkit import Stack, start_stack
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*services): the services a system test drives (systemkit.needs)")
+
+
 @pytest.fixture(scope="module")
 def stack_env() -> dict[str, str]:
     """Extra environment for every service of this module's stack; override it in a test module.
