@@ -748,23 +748,42 @@ class Effects:
     expirations: int = 0  # expiration.complete events (at most one per order)
 
 
-async def handled_once_by_effect(
-    stack: Stack, streams: dict[str, list[Message]], ledger: Path
-) -> tuple[list[str], Effects]:
-    """Versions, reservations, payments and provider charges, expirations: each happened once per cause."""
-    problems: list[str] = []
-    effects = Effects()
+@dataclass
+class Recorded:
+    """What the effects check reads once all is quiet: the databases' rows and the provider's ledger."""
+
+    orders: dict[str, dict[str, Any]]  # orders' orders by id: status, version, stripe_id
+    tickets: dict[str, int]  # tickets' version of each ticket (the source)
+    replica: dict[str, int]  # orders' replica's version of each ticket
+    paid: dict[str, list[str]]  # payments: order id -> the charge id of each payment row
+    per_key: Counter[str]  # the provider's ledger: charges per idempotency key
+    charge_of: dict[str, str]  # the provider's ledger: idempotency key -> the charge id made under it
+
+
+async def read_recorded(stack: Stack, ledger: Path) -> Recorded:
     orders = {
-        r["id"]: r
-        for r in await fetch(
-            stack, "orders", "SELECT id::text, ticket_id::text, status, version, stripe_id FROM orders"
-        )
+        r["id"]: dict(r)
+        for r in await fetch(stack, "orders", "SELECT id::text, status, version, stripe_id FROM orders")
     }
     source = {r["id"]: r["version"] for r in await fetch(stack, "tickets", "SELECT id::text, version FROM tickets")}
     replica = {r["id"]: r["version"] for r in await fetch(stack, "orders", "SELECT id::text, version FROM tickets")}
-    paid: dict[str, list[str]] = defaultdict(list)  # order id -> the charge id of each payment row
+    paid: dict[str, list[str]] = defaultdict(list)
     for row in await fetch(stack, "payments", "SELECT order_id::text, stripe_id FROM payments"):
         paid[row["order_id"]].append(row["stripe_id"])
+    book = FakeLedger(ledger)
+    try:
+        charge_of = {c.idempotency_key: c.charge_id for c in book.charges()}
+    finally:
+        book.close()
+    return Recorded(orders, source, replica, dict(paid), charges_per_key(ledger), charge_of)
+
+
+def handled_once_by_effect(recorded: Recorded, streams: dict[str, list[Message]]) -> tuple[list[str], Effects]:
+    """Versions, reservations, payments and provider charges, expirations: each happened once per cause.
+    (tests/test_chaos_checks.py shows each check failing on a run that did something twice.)"""
+    problems: list[str] = []
+    effects = Effects()
+    orders, source, replica, paid = recorded.orders, recorded.tickets, recorded.replica, recorded.paid
 
     # Versions: each ticket's versions 0..v were each published once, v is the source's, and orders' replica holds v.
     history: dict[str, list[Message]] = defaultdict(list)
@@ -820,12 +839,7 @@ async def handled_once_by_effect(
 
     # The provider's side: exactly one charge per idempotency key (the order id), each one a payment row records (a
     # charge nobody recorded is money taken and never refunded), and one for every complete order.
-    per_key = charges_per_key(ledger)
-    book = FakeLedger(ledger)
-    try:
-        charge_of = {c.idempotency_key: c.charge_id for c in book.charges()}
-    finally:
-        book.close()
+    per_key, charge_of = recorded.per_key, recorded.charge_of
     problems += [f"order {key}: charged {n} times by the provider" for key, n in per_key.items() if n != 1]
     for key, charge_id in charge_of.items():
         if paid.get(key) != [charge_id]:
@@ -883,7 +897,7 @@ async def test_every_service_agrees_on_every_order_after_each_one_and_the_broker
     problems += publications.problems(figures["outbox_ids"], client.fault_log)
     unseen, excused = publications.unseen(figures["streams"])
     problems += unseen
-    once, effects = await handled_once_by_effect(stack, figures["streams"], provider_ledger)
+    once, effects = handled_once_by_effect(await read_recorded(stack, provider_ledger), figures["streams"])
     problems += once
     problems += [f"not a 503 with Retry-After: {line}" for line in client.bad_5xx]
     problems += [f"outside any fault: {line}" for line in client.outside_fault]
