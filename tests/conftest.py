@@ -21,6 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from systemkit import Stack, gateway_fixture, stack_env_fixture, stack_fixture  # noqa: F401
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*services): the services a system test drives (systemkit.needs)")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """On a failure, attach the tail of the stack's interleaved log to the report; keep each phase's report on the

@@ -38,9 +38,12 @@ def service_present(name: str) -> bool:
 
 
 def needs(*names: str) -> pytest.MarkDecorator:
-    """Skip only while one of these services' packages is absent from the checkout."""
+    """Name the services a system test drives. Every one is part of this project, so one absent from the checkout
+    fails the collection of the test's module (an error in the run), never a skip that would hide the test."""
     missing = [name for name in names if not service_present(name)]
-    return pytest.mark.skipif(bool(missing), reason=f"service package absent: {', '.join(missing)}")
+    if missing:
+        raise RuntimeError(f"service package absent from the checkout: {', '.join(missing)} (services/<name>)")
+    return pytest.mark.needs(*names)  # registered in tests/conftest.py; it only names them
 
 
 def eventually(check: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.05) -> T:

@@ -32,6 +32,8 @@ import pytest
 from nats.js.api import DeliverPolicy
 from systemkit import Stack, eventually, needs
 
+from ticketing_payments.providers import FakeLedger, charges_per_key
+
 SERVICES = ("auth", "tickets", "orders", "payments", "expiration")
 STREAMS = ("TICKETS", "ORDERS", "EXPIRATION", "PAYMENTS", "DEADLETTERS")
 MIN_FLOWS = 200  # each flow places at least one order
@@ -64,7 +66,14 @@ MODES = ("pay", "expire", "cancel", "pay", "decline", "reorder", "pay", "expire"
 
 
 @pytest.fixture(scope="module")
-def stack_env() -> dict[str, str]:
+def provider_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake provider's ledger (Stripe's side of every charge), in a file this test owns: the payments process
+    that chaos kills writes to it, and it outlives that process, as Stripe's records would."""
+    return tmp_path_factory.mktemp("provider") / "fake-provider-ledger.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def stack_env(provider_ledger: Path) -> dict[str, str]:
     # Short reservations so every order reaches a final state within the test; a short ack_wait so an event a killed
     # service had fetched but not acked comes back in seconds rather than the default 30. A few buyers share hundreds
     # of flows, so the per-user cap on open orders (tested in orders) is lifted here.
@@ -73,6 +82,7 @@ def stack_env() -> dict[str, str]:
         "NATS_ACK_WAIT_SECONDS": "5",
         "LOG_LEVEL": "WARNING",
         "MAX_OPEN_ORDERS": "1000",
+        "FAKE_PROVIDER_LEDGER": str(provider_ledger),
     }
 
 
@@ -358,6 +368,7 @@ class Message:
     subject: str
     data: dict[str, Any]
     msg_id: str
+    stored_at: float = 0.0  # when the stream stored it (the server's clock, seconds since the epoch)
 
 
 async def read_streams(stack: Stack) -> dict[str, list[Message]]:
@@ -383,6 +394,7 @@ async def read_streams(stack: Stack) -> dict[str, list[Message]]:
                         msg.subject,
                         json.loads(msg.data),
                         (msg.headers or {}).get("Nats-Msg-Id", ""),
+                        msg.metadata.timestamp.timestamp(),
                     )
                 )
                 if msg.metadata.sequence.stream >= info.state.last_seq:
@@ -435,23 +447,27 @@ class PublicationWatch:
     """A plain (core) NATS subscription to every stream's subjects for the whole run: it sees each publish, so a relay
     that publishes one Nats-Msg-Id twice shows here, though JetStream's dedupe window keeps the stream clean."""
 
-    def __init__(self, nc: Any) -> None:
-        self.nc = nc
+    def __init__(self) -> None:
+        self.nc: Any = None
         self.ids: dict[str, list[float]] = defaultdict(list)  # event id -> when each publish was seen
         self.seen = 0
         self.republished: Counter[str] = Counter()  # by the fault that explains it
+        self.offline: list[tuple[float, float]] = []  # (from, to) wall-clock spans this watch was disconnected
+        self._down_since: float | None = None
 
     @classmethod
     async def start(cls, stack: Stack) -> PublicationWatch:
         state = stack.state()
-        nc = await nats.connect(
+        watch = cls()
+        watch.nc = nc = await nats.connect(
             state["nats_url"],
             nkeys_seed=state["nats_nkey_file"],  # the operator: subscribing to event subjects is refused to others
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.2,
             connect_timeout=5,
+            disconnected_cb=watch._on_disconnected,
+            reconnected_cb=watch._on_reconnected,  # called once the subscriptions are sent to the new server
         )
-        watch = cls(nc)
         js = nc.jetstream()
         for stream in STREAMS:
             if stream == "DEADLETTERS":
@@ -464,8 +480,39 @@ class PublicationWatch:
         self.seen += 1
         self.ids[(msg.headers or {}).get("Nats-Msg-Id", "")].append(time.monotonic())
 
+    async def _on_disconnected(self) -> None:
+        if self._down_since is None:
+            self._down_since = time.time()
+
+    async def _on_reconnected(self) -> None:
+        if self._down_since is not None:
+            self.offline.append((self._down_since, time.time()))
+            self._down_since = None
+
     async def stop(self) -> None:
         await self.nc.close()
+
+    def unseen(self, streams: dict[str, list[Message]]) -> tuple[list[str], int]:
+        """Every event a stream stored must have been seen published: "exactly once" needs "at least once" too.
+        The one excuse is an event stored while this watch was disconnected (the NATS restart: a relay may publish to
+        the new server before the watch has resubscribed), with a second of margin for the two clocks' readings.
+        Returns (problems, how many were excused)."""
+        spans = [(start - 1.0, end + 1.0) for start, end in self.offline]
+        if self._down_since is not None:
+            spans.append((self._down_since - 1.0, float("inf")))
+        problems: list[str] = []
+        excused = 0
+        for stream, messages in streams.items():
+            if stream == "DEADLETTERS":
+                continue
+            for m in messages:
+                if m.msg_id in self.ids:
+                    continue
+                if any(start <= m.stored_at <= end for start, end in spans):
+                    excused += 1
+                else:
+                    problems.append(f"event {m.msg_id} ({m.subject}) is in {stream} but was never seen published")
+        return problems, excused
 
     def problems(self, outbox_ids: set[str], faults: list[tuple[str, float]]) -> list[str]:
         """An event id published more than once is a problem unless a fault struck between its publishes: a relay
@@ -667,6 +714,7 @@ async def check_invariants(stack: Stack, seen: Outcomes) -> tuple[list[str], dic
             problems.append(f"order {oid} was declined (402) but is {status_of.get(oid)} with payments")
 
     figures = {
+        "streams": streams,
         "outbox_ids": set(published),
         "orders": Counter(status_of.values()),
         "refunds": refunds,
@@ -681,11 +729,141 @@ async def check_invariants(stack: Stack, seen: Outcomes) -> tuple[list[str], dic
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Handled once, proved on the effects. The inboxes cannot show a double handling (each is keyed by consumer and
+# message id, so a second handling of one message is not a second row); what a handling does can. Each effect below
+# would differ if an event had been acted on twice, and the last one is counted on the provider's side.
+
+
+@dataclass
+class Effects:
+    """What the run did, counted per ticket and per order, for the summary line."""
+
+    tickets: int = 0  # tickets whose versions 0..v were each published once, v the source's and the replica's
+    orders: int = 0  # orders that ended at version 1: one transition (complete or cancelled) each
+    reserved: int = 0  # orders tickets reserved (at most once each; every complete order exactly once)
+    released: int = 0  # reservations tickets released (at most once per order; never a complete order's)
+    payments: int = 0  # payment rows (at most one per order; exactly one per complete order)
+    charges: int = 0  # charges in the provider's ledger (exactly one per idempotency key, each a payment row's)
+    max_per_key: int = 0
+    expirations: int = 0  # expiration.complete events (at most one per order)
+
+
+@dataclass
+class Recorded:
+    """What the effects check reads once all is quiet: the databases' rows and the provider's ledger."""
+
+    orders: dict[str, dict[str, Any]]  # orders' orders by id: status, version, stripe_id
+    tickets: dict[str, int]  # tickets' version of each ticket (the source)
+    replica: dict[str, int]  # orders' replica's version of each ticket
+    paid: dict[str, list[str]]  # payments: order id -> the charge id of each payment row
+    per_key: Counter[str]  # the provider's ledger: charges per idempotency key
+    charge_of: dict[str, str]  # the provider's ledger: idempotency key -> the charge id made under it
+
+
+async def read_recorded(stack: Stack, ledger: Path) -> Recorded:
+    orders = {
+        r["id"]: dict(r)
+        for r in await fetch(stack, "orders", "SELECT id::text, status, version, stripe_id FROM orders")
+    }
+    source = {r["id"]: r["version"] for r in await fetch(stack, "tickets", "SELECT id::text, version FROM tickets")}
+    replica = {r["id"]: r["version"] for r in await fetch(stack, "orders", "SELECT id::text, version FROM tickets")}
+    paid: dict[str, list[str]] = defaultdict(list)
+    for row in await fetch(stack, "payments", "SELECT order_id::text, stripe_id FROM payments"):
+        paid[row["order_id"]].append(row["stripe_id"])
+    book = FakeLedger(ledger)
+    try:
+        charge_of = {c.idempotency_key: c.charge_id for c in book.charges()}
+    finally:
+        book.close()
+    return Recorded(orders, source, replica, dict(paid), charges_per_key(ledger), charge_of)
+
+
+def handled_once_by_effect(recorded: Recorded, streams: dict[str, list[Message]]) -> tuple[list[str], Effects]:
+    """Versions, reservations, payments and provider charges, expirations: each happened once per cause.
+    (tests/test_chaos_checks.py shows each check failing on a run that did something twice.)"""
+    problems: list[str] = []
+    effects = Effects()
+    orders, source, replica, paid = recorded.orders, recorded.tickets, recorded.replica, recorded.paid
+
+    # Versions: each ticket's versions 0..v were each published once, v is the source's, and orders' replica holds v.
+    history: dict[str, list[Message]] = defaultdict(list)
+    for m in streams["TICKETS"]:
+        history[m.data["id"]].append(m)
+    for tid, version in source.items():
+        published = [m.data["version"] for m in history[tid]]
+        if published != list(range(version + 1)) or replica.get(tid) != version:
+            problems.append(
+                f"ticket {tid} v{version}: published versions {published}, orders' replica {replica.get(tid)}"
+            )
+        else:
+            effects.tickets += 1
+
+    # Reservations: tickets acted on each order.created / order.cancelled once. A second handling of either would be
+    # a second version of the ticket taking or giving up the same order.
+    reserved: Counter[str] = Counter()
+    released: Counter[str] = Counter()
+    for messages in history.values():
+        holder = None
+        for m in messages:
+            now = m.data.get("orderId")
+            if now != holder:
+                if holder:
+                    released[holder] += 1
+                if now:
+                    reserved[now] += 1
+            holder = now
+    for oid, o in orders.items():
+        taken, freed = reserved[oid], released[oid]
+        if o["status"] == "complete" and (taken, freed) != (1, 0):
+            problems.append(f"order {oid} (complete): its ticket reserved {taken} times, released {freed} times")
+        elif o["status"] == "cancelled" and (taken > 1 or freed != taken):
+            problems.append(f"order {oid} (cancelled): its ticket reserved {taken} times, released {freed} times")
+        # Orders: created at version 0, then completed or cancelled once (a refund flag is not a version).
+        if o["version"] != 1:
+            problems.append(f"order {oid} ({o['status']}) at version {o['version']}: not exactly one transition")
+        else:
+            effects.orders += 1
+    effects.reserved, effects.released = sum(reserved.values()), sum(released.values())
+    problems += [
+        f"tickets reserved for order {oid}, which orders does not have" for oid in reserved if oid not in orders
+    ]
+
+    # Payments: at most one row per order, exactly one for a complete order, and the charge the order names.
+    for oid, charges in paid.items():
+        if len(charges) > 1:
+            problems.append(f"order {oid}: {len(charges)} payment rows")
+    for oid, o in orders.items():
+        if o["status"] == "complete" and paid.get(oid) != [o["stripe_id"]]:
+            problems.append(f"order {oid} (complete, charge {o['stripe_id']}): payment rows name {paid.get(oid)}")
+    effects.payments = sum(len(charges) for charges in paid.values())
+
+    # The provider's side: exactly one charge per idempotency key (the order id), each one a payment row records (a
+    # charge nobody recorded is money taken and never refunded), and one for every complete order.
+    per_key, charge_of = recorded.per_key, recorded.charge_of
+    problems += [f"order {key}: charged {n} times by the provider" for key, n in per_key.items() if n != 1]
+    for key, charge_id in charge_of.items():
+        if paid.get(key) != [charge_id]:
+            problems.append(f"order {key}: the provider charged {charge_id}, payment rows name {paid.get(key)}")
+    problems += [
+        f"order {oid} (complete): {per_key[oid]} provider charges"
+        for oid, o in orders.items()
+        if o["status"] == "complete" and per_key[oid] != 1
+    ]
+    effects.charges, effects.max_per_key = sum(per_key.values()), max(per_key.values(), default=0)
+
+    # Expirations: at most one expiration.complete per order.
+    expired = Counter(m.data["orderId"] for m in streams["EXPIRATION"] if m.subject == "expiration.complete")
+    problems += [f"order {oid}: expiration.complete published {n} times" for oid, n in expired.items() if n > 1]
+    effects.expirations = sum(expired.values())
+    return problems, effects
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 @needs(*SERVICES)
 async def test_every_service_agrees_on_every_order_after_each_one_and_the_broker_and_database_crash(
-    stack: Stack, capsys: pytest.CaptureFixture[str]
+    stack: Stack, provider_ledger: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
     client = Client(stack.url)
@@ -717,6 +895,10 @@ async def test_every_service_agrees_on_every_order_after_each_one_and_the_broker
     await publications.stop()
     problems, figures = await check_invariants(stack, seen)
     problems += publications.problems(figures["outbox_ids"], client.fault_log)
+    unseen, excused = publications.unseen(figures["streams"])
+    problems += unseen
+    once, effects = handled_once_by_effect(await read_recorded(stack, provider_ledger), figures["streams"])
+    problems += once
     problems += [f"not a 503 with Retry-After: {line}" for line in client.bad_5xx]
     problems += [f"outside any fault: {line}" for line in client.outside_fault]
     problems += [f"404 for an existing entity: {line}" for line in client.missing_404]
@@ -741,7 +923,14 @@ async def test_every_service_agrees_on_every_order_after_each_one_and_the_broker
             f"0 5xx but 503 with Retry-After, 0 failures outside a fault, {len(client.missing_404)} 404s for an "
             f"existing entity; "
             f"{publications.seen} publications seen on core NATS, each event id once but "
-            f"{sum(publications.republished.values())} republished across a fault ({dict(publications.republished)}); "
+            f"{sum(publications.republished.values())} republished across a fault ({dict(publications.republished)}), "
+            f"every stored event seen published but {excused} stored while the watch reconnected; "
+            f"handled once, by effect: {effects.tickets} tickets' versions 0..v each published once and equal in "
+            f"orders' replica, {effects.orders} orders at version 1 (one transition each), {effects.reserved} "
+            f"reservations and {effects.released} releases by tickets (at most one each per order, one per complete "
+            f"order), {effects.payments} payment rows (at most one per order, one per complete order), "
+            f"{effects.charges} provider charges in the ledger (at most {effects.max_per_key} per idempotency key, "
+            f"each a payment row's), {effects.expirations} expiration.complete (at most one per order); "
             f"all agreed {agreed_after:.1f}s after the load (target {AGREE_WITHIN:.0f}s, not asserted); "
             f"{figures['events']} events, {figures['consumers']} consumers checked; "
             f"workload {workload_done - started:.1f}s, total {time.monotonic() - started:.1f}s"

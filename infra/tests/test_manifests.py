@@ -182,7 +182,7 @@ print(json.dumps(sorted({{"/".join(p.split("/")[:3]) for p in paths if p.startsw
 def served_prefixes(k8s: type[K8s], images: ImageEnvironments, service: str, prod: Manifests) -> frozenset[str]:
     """The /api/<resource> prefixes of the routes an app serves. The app is built in its image's environment from
     the prod manifest's (the strictest; routes do not depend on the overlay), so it also proves that it starts."""
-    k8s.settings_class(service)  # skips while the package does not exist
+    k8s.settings_class(service)  # imports the package: a service that does not import fails here
     environment = k8s.environment(prod.app_container(service), service=service, pod="p-0")
     env = {k: v for k, v in images.base_env().items() if k not in environment and k != "ENVIRONMENT"} | environment
     result = images.run_python(service, _PREFIXES.format(service=service), env)
