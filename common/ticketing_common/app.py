@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -145,6 +146,10 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             if consumed
             else None
         )
+        # What start-up built lives as long as the process: out of the collector's sight, so that a full collection
+        # walks only what requests allocate. Without it a POST spent ~25% more CPU (bench/, its GC-off control).
+        gc.collect()
+        gc.freeze()
         logger.info("%s started", spec.name)
         try:
             yield
