@@ -15,8 +15,11 @@ from ticketing_tickets.service import OrderEventsPending
 ORDER_CONSUMERS = [(stream_for(e.subject), durable_name("tickets", e.subject)) for e in (OrderCreated, OrderCancelled)]
 
 
-def get_order_events_pending(request: Request) -> OrderEventsPending:
-    """The question an edit asks before it commits: are order events still on their way to tickets?"""
+async def get_order_events_pending(request: Request) -> OrderEventsPending:
+    """The question an edit asks before it commits: are order events still on their way to tickets?
+
+    async, though it awaits nothing: FastAPI runs a plain `def` dependency on a worker thread, a hop per edit.
+    """
 
     async def pending() -> bool:
         return await consumers_behind(request, ORDER_CONSUMERS)
