@@ -35,6 +35,9 @@ CAPACITY_SECONDS = 10.0
 EXPIRATION_SECONDS = 20
 WRITES_PER_JOURNEY = 3.0  # on average over the mix below (create, order, pay/cancel/...)
 JOURNEYS = ("pay", "cancel", "expire", "pay", "decline", "edit")
+# Enough buyers that none reaches orders' cap on open orders (MAX_OPEN_ORDERS, 10): the expired and declined
+# journeys leave an order open for the expiration window, about 9 of them a second at 28 journeys a second.
+BUYERS = 100
 
 
 def rss_mb(stack: Stack) -> dict[str, float]:
@@ -59,6 +62,8 @@ class Recorder:
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
+        # The contract's "retry shortly" answers, by route: expected, retried after Retry-After, never errors.
+        self.retried: Counter[str] = Counter()
 
     async def call(
         self, http: httpx.AsyncClient, method: str, path: str, expect: tuple[int, ...], **kwargs: Any
@@ -71,6 +76,8 @@ class Recorder:
             return None
         self.latencies.append(time.perf_counter() - started)
         self.statuses[response.status_code] += 1
+        if response.status_code == 503 and 503 in expect:
+            self.retried[f"{method} /api/{path.split('/')[2]}: {response.json()['errors'][0]['message'][:60]}"] += 1
         if response.status_code not in expect:
             self.errors[f"{method} /api/{path.split('/')[2]}: {response.status_code} {response.text[:80]}"] += 1
             return None
@@ -81,7 +88,11 @@ async def signup(http: httpx.AsyncClient) -> dict[str, str]:
     email = f"soak-{uuid.uuid4().hex[:12]}@example.com"
     response = await http.post("/api/users/signup", json={"email": email, "password": "correct horse battery"})
     response.raise_for_status()
-    return {"Authorization": f"Bearer {response.cookies['session']}"}
+    token = response.cookies["session"]
+    # One client serves every user: a session cookie left in its jar would outrank each request's Bearer header,
+    # and every journey would run as whoever signed up last (ordering their own tickets: a 400).
+    http.cookies.clear()
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def capacity(http: httpx.AsyncClient, seller: dict[str, str]) -> float:
@@ -147,7 +158,7 @@ async def soak(stack: Stack) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=stack.url, timeout=30, trust_env=False, limits=limits) as http:
         seller = await signup(http)
-        buyers = [await signup(http) for _ in range(20)]
+        buyers = [await signup(http) for _ in range(BUYERS)]
         write_capacity = await capacity(http, seller)
         rate = write_capacity / 2 / WRITES_PER_JOURNEY  # journeys a second
         say(f"soak: write capacity {write_capacity:.0f}/s; {rate:.1f} journeys/s for {SECONDS:.0f}s")
@@ -161,13 +172,13 @@ async def soak(stack: Stack) -> dict[str, Any]:
             if at - started >= SECONDS:
                 break
             await asyncio.sleep(max(0.0, at - time.monotonic()))
-            task = asyncio.create_task(journey(JOURNEYS[n % len(JOURNEYS)], http, rec, seller, buyers[n % 20]))
+            task = asyncio.create_task(journey(JOURNEYS[n % len(JOURNEYS)], http, rec, seller, buyers[n % BUYERS]))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             if n % int(rate * 60 or 1) == 0:
                 say(
                     f"soak: {time.monotonic() - started:.0f}s, {len(rec.latencies)} requests, {sum(rec.errors.values())}"
-                    " errors"
+                    f" errors {dict(rec.errors.most_common(3)) or ''}"
                 )
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
@@ -182,6 +193,7 @@ async def soak(stack: Stack) -> dict[str, Any]:
         "errors": sum(rec.errors.values()),
         "error_kinds": dict(rec.errors.most_common(10)),
         "statuses": {str(k): v for k, v in sorted(rec.statuses.items())},
+        "retried_503": dict(rec.retried.most_common()),
         "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
         "memory_mb_start": memory_start,
