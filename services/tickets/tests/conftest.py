@@ -25,7 +25,7 @@ WaitHandled = Callable[..., Awaitable[None]]
 
 @pytest.fixture
 async def tickets(start_service: ServiceStarter, monkeypatch: pytest.MonkeyPatch) -> RunningService:
-    """The tickets service; deferred events come back quickly so out-of-order tests stay short."""
+    """The tickets service; failing handlers are retried quickly so their tests stay short."""
     for listener in LISTENERS:
         monkeypatch.setattr(listener, "retry_delay", 0.02)
         monkeypatch.setattr(listener, "max_retry_delay", 0.3)
