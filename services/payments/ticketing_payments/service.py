@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from ticketing_common.errors import BadRequest, NotAuthorized, PaymentDeclined, ReplicaNotFound
 from ticketing_common.events import OrderCreated, OrderStatus, PaymentCreated, stream_for
+from ticketing_common.ids import find_in_replica
 from ticketing_common.listener import durable_name, version_gate
 from ticketing_common.uow import Database, UnitOfWork
 from ticketing_payments import repository
@@ -67,7 +68,7 @@ async def create_payment(
     the provider. If the commit fails after a successful charge, a retry reaches the provider with the same
     idempotency key (the order id) and gets the same charge back, so the customer is never charged twice.
     """
-    order = await repository.lock_order(uow, order_id)
+    order = await find_in_replica(order_id, lambda: repository.lock_order(uow, order_id))
     if order is None:
         raise OrderNotFound(order_id)
     if order.user_id != user_id:
