@@ -125,6 +125,8 @@ class Parking:
 
     async def applied(self, entities: Iterable[str]) -> None:
         """Events of these entities were just committed: apply what waited for them, and what that lets through."""
+        if not self.maybe_waiting:
+            return  # the common case: nothing is parked, and the entities are not even listed
         pending = set(entities)
         rounds = 0
         while pending and self.maybe_waiting and rounds < 100:
