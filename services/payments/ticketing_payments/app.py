@@ -34,7 +34,9 @@ def create_app(settings: Settings | None = None, *, provider: PaymentProvider | 
             listeners=LISTENERS,
             workers=[
                 lambda _runtime: ProviderCloser(provider),
-                lambda runtime: ChargeReconciler(runtime.database, provider),
+                lambda runtime: ChargeReconciler(
+                    runtime.database, provider, every_seconds=settings.charge_reconcile_seconds
+                ),
             ],
             missing_messages={"token": TOKEN_MISSING, "orderId": ORDER_ID_MISSING},
             description="Charge an order once through the payment provider; publishes payment.created.",

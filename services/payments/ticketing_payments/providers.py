@@ -40,6 +40,8 @@ class PaymentProvider(Protocol):
     """Charges a card token once per idempotency key; raises PaymentDeclined or InvalidPaymentToken."""
 
     name: str
+    # How long after a charge find_charge may still miss it (a search index's lag): until then a miss proves nothing.
+    find_lag_seconds: float
 
     async def charge(
         self, *, amount: Decimal, currency: str, token: str, idempotency_key: str, metadata: Mapping[str, str]
@@ -180,6 +182,7 @@ class FakeProvider:
     """
 
     name: str = "fake"
+    find_lag_seconds: float = 0.0  # the ledger is the record itself
     succeeding_tokens: frozenset[str] = frozenset({"tok_visa", "tok_mastercard", "tok_amex"})
     declined_tokens: frozenset[str] = frozenset({"tok_chargeDeclined", "tok_chargeDeclinedInsufficientFunds"})
     ledger: FakeLedger = field(default_factory=FakeLedger)
@@ -228,6 +231,7 @@ class StripeProvider:
     """Stripe PaymentIntents, created and confirmed in one call, through the official SDK."""
 
     name = "stripe"
+    find_lag_seconds = 3600.0  # Stripe's search is eventually consistent (about a minute); an hour to be sure
 
     def __init__(
         self,

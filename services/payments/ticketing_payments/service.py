@@ -135,15 +135,16 @@ class ChargeReconciler:
     lock, so it never races a live payment: once it holds it, the attempt's request has committed (and removed the
     attempt) or is gone. It then asks the provider for the order's charge (its idempotency key is the order id):
     found, the payment is recorded and payment.created published, as the request would have (orders completes the
-    order, or marks a cancelled one for refund); not found, the attempt is dropped once it is `forget_seconds` old
-    (Stripe's search may lag a minute; the fake provider's ledger does not).
+    order, or marks a cancelled one for refund); not found, the attempt is dropped once it is older than the
+    provider's find_lag_seconds (Stripe's search may lag a minute; the fake provider's ledger does not).
     """
 
     database: Database
     provider: PaymentProvider
     every_seconds: float = 30.0
-    min_age_seconds: float = 10.0
-    forget_seconds: float = 3600.0
+    # Attempts younger than this are most likely requests still under way: not worth a lookup yet.
+    min_age_seconds: float = 2.0
+    forget_seconds: float | None = None  # the provider's find_lag_seconds unless set
     batch: int = 100
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -189,7 +190,8 @@ class ChargeReconciler:
                 return 0
             charge = await self.provider.find_charge(idempotency_key=str(order_id), order_id=str(order_id))
             if charge is None:
-                if datetime.now(UTC) - started >= timedelta(seconds=self.forget_seconds):
+                lag = self.provider.find_lag_seconds if self.forget_seconds is None else self.forget_seconds
+                if datetime.now(UTC) - started >= timedelta(seconds=lag):
                     logger.info("charge reconciler: order %s was not charged; attempt dropped", order_id)
                     await repository.forget_charge_attempt(uow, order_id)
                 return 0

@@ -25,6 +25,12 @@ class Settings(ServiceSettings):
         "restart and are shared by replicas (`make dev` puts one in its state folder); in memory when unset",
     )
 
+    charge_reconcile_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often each payments process looks for charges whose request stopped before recording them",
+    )
+
     @model_validator(mode="after")
     def _stripe_key_for_stripe(self) -> Settings:
         # Not in secret_fields: that check is per class and would demand a STRIPE_KEY from fake-provider deployments.
