@@ -31,10 +31,14 @@ from systemkit import Stack, descendants, start_stack  # the system tests' way t
 
 SERVICES = ("auth", "tickets", "orders", "payments", "expiration")
 SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
+WARMUP_SECONDS = float(os.environ.get("SOAK_WARMUP_SECONDS", "60"))
 CAPACITY_SECONDS = 10.0
 EXPIRATION_SECONDS = 20
 WRITES_PER_JOURNEY = 3.0  # on average over the mix below (create, order, pay/cancel/...)
 JOURNEYS = ("pay", "cancel", "expire", "pay", "decline", "edit")
+# Enough buyers that none reaches orders' cap on open orders (MAX_OPEN_ORDERS, 10): the expired and declined
+# journeys leave an order open for the expiration window, about 9 of them a second at 28 journeys a second.
+BUYERS = 100
 
 
 def rss_mb(stack: Stack) -> dict[str, float]:
@@ -59,6 +63,8 @@ class Recorder:
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
+        # The contract's "retry shortly" answers, by route: expected, retried after Retry-After, never errors.
+        self.retried: Counter[str] = Counter()
 
     async def call(
         self, http: httpx.AsyncClient, method: str, path: str, expect: tuple[int, ...], **kwargs: Any
@@ -71,6 +77,8 @@ class Recorder:
             return None
         self.latencies.append(time.perf_counter() - started)
         self.statuses[response.status_code] += 1
+        if response.status_code == 503 and 503 in expect:
+            self.retried[f"{method} /api/{path.split('/')[2]}: {response.json()['errors'][0]['message'][:60]}"] += 1
         if response.status_code not in expect:
             self.errors[f"{method} /api/{path.split('/')[2]}: {response.status_code} {response.text[:80]}"] += 1
             return None
@@ -81,7 +89,11 @@ async def signup(http: httpx.AsyncClient) -> dict[str, str]:
     email = f"soak-{uuid.uuid4().hex[:12]}@example.com"
     response = await http.post("/api/users/signup", json={"email": email, "password": "correct horse battery"})
     response.raise_for_status()
-    return {"Authorization": f"Bearer {response.cookies['session']}"}
+    token = response.cookies["session"]
+    # One client serves every user: a session cookie left in its jar would outrank each request's Bearer header,
+    # and every journey would run as whoever signed up last (ordering their own tickets: a 400).
+    http.cookies.clear()
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def capacity(http: httpx.AsyncClient, seller: dict[str, str]) -> float:
@@ -143,33 +155,53 @@ async def journey(kind: str, http: httpx.AsyncClient, rec: Recorder, seller: dic
     await rec.call(http, "GET", f"/api/orders/{order_id}", (200,), headers=buyer)
 
 
+async def run_journeys(
+    http: httpx.AsyncClient,
+    rec: Recorder,
+    seller: dict[str, str],
+    buyers: list[dict[str, str]],
+    rate: float,
+    seconds: float,
+    label: str,
+) -> int:
+    """Start the journeys open loop at `rate` a second for `seconds`, wait for them all; returns how many."""
+    tasks: set[asyncio.Task[None]] = set()
+    started = time.monotonic()
+    n = 0
+    for n in itertools.count():
+        at = started + n / rate
+        if at - started >= seconds:
+            break
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        task = asyncio.create_task(journey(JOURNEYS[n % len(JOURNEYS)], http, rec, seller, buyers[n % BUYERS]))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        if n % int(rate * 60 or 1) == 0:
+            say(
+                f"{label}: {time.monotonic() - started:.0f}s, {len(rec.latencies)} requests, "
+                f"{sum(rec.errors.values())} errors {dict(rec.errors.most_common(3)) or ''}"
+            )
+    await asyncio.gather(*tasks)
+    return n
+
+
 async def soak(stack: Stack) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=stack.url, timeout=30, trust_env=False, limits=limits) as http:
         seller = await signup(http)
-        buyers = [await signup(http) for _ in range(20)]
+        buyers = [await signup(http) for _ in range(BUYERS)]
         write_capacity = await capacity(http, seller)
         rate = write_capacity / 2 / WRITES_PER_JOURNEY  # journeys a second
         say(f"soak: write capacity {write_capacity:.0f}/s; {rate:.1f} journeys/s for {SECONDS:.0f}s")
-        await asyncio.sleep(5)  # let the capacity run's events settle before the first memory reading
+        # A warm-up of the same mix, not counted: the first minute grows every service's memory as each route and
+        # listener runs for the first time (pools, caches, the allocator's arenas), which is not what a soak is after.
+        memory_cold = rss_mb(stack)
+        await run_journeys(http, Recorder(), seller, buyers, rate, WARMUP_SECONDS, "warm-up")
+        await asyncio.sleep(5)  # let the warm-up's events settle before the first memory reading
         memory_start = rss_mb(stack)
         rec = Recorder()
-        tasks: set[asyncio.Task[None]] = set()
         started = time.monotonic()
-        for n in itertools.count():
-            at = started + n / rate
-            if at - started >= SECONDS:
-                break
-            await asyncio.sleep(max(0.0, at - time.monotonic()))
-            task = asyncio.create_task(journey(JOURNEYS[n % len(JOURNEYS)], http, rec, seller, buyers[n % 20]))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            if n % int(rate * 60 or 1) == 0:
-                say(
-                    f"soak: {time.monotonic() - started:.0f}s, {len(rec.latencies)} requests, {sum(rec.errors.values())}"
-                    " errors"
-                )
-        await asyncio.gather(*tasks)
+        n = await run_journeys(http, rec, seller, buyers, rate, SECONDS, "soak")
         elapsed = time.monotonic() - started
         memory_end = rss_mb(stack)
     latencies = sorted(rec.latencies)
@@ -182,8 +214,11 @@ async def soak(stack: Stack) -> dict[str, Any]:
         "errors": sum(rec.errors.values()),
         "error_kinds": dict(rec.errors.most_common(10)),
         "statuses": {str(k): v for k, v in sorted(rec.statuses.items())},
+        "retried_503": dict(rec.retried.most_common()),
         "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "warmup_seconds": WARMUP_SECONDS,
+        "memory_mb_before_warmup": memory_cold,
         "memory_mb_start": memory_start,
         "memory_mb_end": memory_end,
         "memory_growth_pct": {

@@ -14,7 +14,7 @@ from busapp import Handled, Replica, TicketCreatedListener, create_app, replica_
 from ticketing_common.db import DeadLetter, OutboxEvent
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.settings import ServiceSettings
-from ticketing_testing import eventually, redelivered
+from ticketing_testing import eventually, parked
 from ticketing_testing.plugin import RunningService, Servers, ServiceStarter, provision_service
 
 
@@ -137,12 +137,13 @@ async def test_a_duplicate_publish_is_dropped_by_jetstream(probe: RunningService
     assert await stream_messages(js, "TICKETS") == 1
 
 
-async def test_an_out_of_order_version_is_deferred_then_applied_in_order(probe: RunningService, nats_client) -> None:
+async def test_an_out_of_order_version_is_parked_then_applied_in_order(probe: RunningService, nats_client) -> None:
     js = nats_client.jetstream()
     created = ticket_created(title="v0")
     await publish(js, ticket_updated(created, 2, "v2"))
     await publish(js, ticket_updated(created, 1, "v1"))
-    await redelivered(js, "TICKETS", "probe-ticket-updated")  # seen and refused, not merely not delivered yet
+    # Seen, set aside and acked (not merely not delivered yet), without holding the consumer.
+    assert await parked(js, probe.runtime.database, "TICKETS", "probe-ticket-updated", count=2) == 2
     assert await count(probe, Replica) == 0  # nothing applies before version 0
     await publish(js, created)
 
@@ -154,6 +155,7 @@ async def test_an_out_of_order_version_is_deferred_then_applied_in_order(probe: 
     [row] = await replica_rows(probe)
     assert row.title == "v2"
     assert row.applied == 3  # v0, then v1, then v2: each applied exactly once, in order
+    assert await probe.runtime.database.pool.fetchval("SELECT count(*) FROM parked_events") == 0
 
 
 async def test_an_old_version_is_acked_and_ignored(probe: RunningService, nats_client) -> None:

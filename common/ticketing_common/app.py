@@ -30,6 +30,7 @@ from ticketing_common.logs import configure_logging
 from ticketing_common.metrics import MetricsMiddleware, MetricsServer, serve_on_app_port
 from ticketing_common.migrations import head_revision
 from ticketing_common.outbox import OutboxRelay
+from ticketing_common.parking import Parking
 from ticketing_common.requestid import RequestIdMiddleware
 from ticketing_common.routing import ServiceRoute
 from ticketing_common.settings import ServiceSettings
@@ -128,11 +129,16 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         runtime = Runtime(settings, database, connection, relay)
         app.state.runtime = runtime
         await relay.start()
-        wiring = ListenerWiring(service=spec.name, database=database, js=js, ack_wait=settings.nats_ack_wait_seconds)
+        parking = Parking(database, max_age_seconds=settings.parked_max_age_seconds)
+        wiring = ListenerWiring(
+            service=spec.name, database=database, js=js, ack_wait=settings.nats_ack_wait_seconds, parking=parking
+        )
         for make_listener in spec.listeners:
             listener = make_listener(wiring)
             await listener.start()
             runtime.listeners.append(listener)
+        if runtime.listeners:
+            await parking.start()
         for make_worker in spec.workers:
             worker = make_worker(runtime)
             await worker.start()
@@ -158,6 +164,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 counting.cancel()
             await asyncio.gather(*(w.stop() for w in runtime.workers), return_exceptions=True)
             await asyncio.gather(*(li.stop() for li in runtime.listeners), return_exceptions=True)
+            await parking.stop()
             await relay.stop()
             await connection.close()
             await pool.close()

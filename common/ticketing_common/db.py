@@ -123,6 +123,36 @@ class DeadLetter(BusModel):
     resolution_note: Mapped[str | None] = mapped_column(Text)
 
 
+class ParkedEvent(BusModel):
+    """An event that arrived before its predecessor: acked, kept here, and applied once the predecessor has been.
+
+    Parked rather than nak'd, so that a burst of gaps cannot hold up the other entities' events on its consumer;
+    one never resolved within PARKED_MAX_AGE_SECONDS becomes a dead letter (ticketing_common.parking).
+    """
+
+    __tablename__ = "parked_events"
+
+    consumer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The entity whose predecessor it waits for (Event.entity_key): applying any event of it tries these again.
+    entity: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(200))
+    # Publish order, in which an entity's waiting events are applied.
+    stream_sequence: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    parked_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # When the periodic retry tries it next (the backstop for a predecessor another replica applied).
+    retry_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_parked_events_entity", "entity"),
+        Index("ix_parked_events_retry_at", "retry_at"),
+    )
+
+
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under the session's current transaction, for hot paths.
 

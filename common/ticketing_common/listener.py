@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
+import asyncpg
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -22,10 +24,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ticketing_common import metrics
 from ticketing_common.db import DeadLetter, InboxRecord
-from ticketing_common.errors import OutageLog, outage_cause
+from ticketing_common.errors import OutageLog, error_chain, outage_cause
 from ticketing_common.events import Event, stream_for
 from ticketing_common.requestid import accept_request_id, is_sane_id, set_request_id
 from ticketing_common.uow import Database, UnitOfWork
+
+if TYPE_CHECKING:
+    from ticketing_common.parking import Gap, Parking
 
 logger = logging.getLogger("ticketing.listener")
 
@@ -45,13 +50,29 @@ def _raw_msg_id(msg: Msg) -> str | None:
     return msg.headers.get("Nats-Msg-Id") if msg.headers else None
 
 
+def _log_failure(durable: str, message_id: str, exc: BaseException) -> None:
+    """A failed handler's log line: a traceback, except for a lock conflict Postgres resolved by aborting us (a
+    deadlock between two consumers' batches locking the same rows in another order), which a retry settles."""
+    conflict = next((e for e in error_chain(exc) if isinstance(e, _LOCK_CONFLICTS)), None)
+    if conflict is not None:
+        logger.warning("%s: %s for %s; retried", durable, type(conflict).__name__, message_id)
+    else:
+        logger.exception("%s: handler failed for %s", durable, message_id)
+
+
+_LOCK_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
 def _msg_id_is_hostile(msg: Msg) -> bool:
     raw = _raw_msg_id(msg)
     return bool(raw) and not is_sane_id(raw or "")
 
 
 class EventOutOfOrder(Exception):
-    """The replica does not hold version v-1 yet; the event is retried after a delay."""
+    """The replica does not hold version v-1 yet: the event is parked until it does (ticketing_common.parking).
+
+    A handler raises it before it changes anything, or the listener's savepoint takes the changes back.
+    """
 
 
 def version_gate(held: int | None, incoming: int) -> bool:
@@ -86,6 +107,8 @@ class ListenerWiring:
     js: JetStreamContext
     # How long a fetched message stays with a replica that died before acking it; settings may shorten it.
     ack_wait: float | None = None
+    # Where the service's out-of-order events wait; one per process, shared by its listeners (the lifespan's).
+    parking: Parking | None = None
 
 
 class Listener(ABC, Generic[E]):
@@ -120,6 +143,13 @@ class Listener(ABC, Generic[E]):
         self._stopping = False
         self._busy = False
         self.outages = OutageLog(f"retried in {self.outage_retry_delay:g} s")
+        if wiring.parking is None:
+            from ticketing_common.parking import Parking  # that module imports this one
+
+            self.parking = Parking(wiring.database)
+        else:
+            self.parking = wiring.parking
+        self.parking.register(self)
 
     @property
     def subject(self) -> str:
@@ -138,7 +168,7 @@ class Listener(ABC, Generic[E]):
 
     @abstractmethod
     async def handle(self, event: E, uow: UnitOfWork) -> None:
-        """Apply the event inside the given unit of work; raise EventOutOfOrder to retry later."""
+        """Apply the event inside the given unit of work; raise EventOutOfOrder to park it until its predecessor."""
 
     @classmethod
     def consumer_config_for(cls, service: str, ack_wait: float | None = None) -> ConsumerConfig:
@@ -219,7 +249,8 @@ class Listener(ABC, Generic[E]):
         rows = await conn.fetch(_CLAIM, self.durable, message_ids)
         return {row[0] for row in rows}
 
-    async def _handle_checked(self, uow: UnitOfWork, event: Event) -> None:
+    async def handle_checked(self, uow: UnitOfWork, event: Event) -> None:
+        """handle(), refusing a handler that ends the transaction it was given."""
         transaction = uow.session.get_transaction()
         await self.handle(event, uow)  # type: ignore[arg-type]
         if uow.session.get_transaction() is not transaction:
@@ -255,7 +286,7 @@ class Listener(ABC, Generic[E]):
                         continue
                     fresh.discard(message_id)  # the same id twice in one batch is a duplicate too
                     set_request_id(_event_request_id(msg))
-                    await self._handle_checked(uow, event)
+                    await self.handle_checked(uow, event)
                     outcomes.append("applied")
         except Exception as exc:
             if await self._outage(exc, [msg for msg, _, _ in batch]):
@@ -265,16 +296,30 @@ class Listener(ABC, Generic[E]):
         for (msg, _, _), outcome in zip(batch, outcomes, strict=True):
             metrics.EVENTS_HANDLED.labels(self.durable, outcome).inc()
             await msg.ack()
+        await self.parking.applied(
+            event.entity_key() for (_, event, _), outcome in zip(batch, outcomes, strict=True) if outcome == "applied"
+        )
+
+    def _gap(self, msg: Msg, message_id: str, event: Event, reason: str) -> Gap:
+        from ticketing_common.parking import Gap
+
+        headers = {
+            key[:_HEADER_KEEP].replace("\x00", ""): value[:_HEADER_KEEP].replace("\x00", "")
+            for key, value in (msg.headers or {}).items()
+        }
+        return Gap(message_id, event.entity_key(), msg.metadata.sequence.stream, bytes(msg.data), headers, reason)
 
     async def _process_each(self, batch: list[tuple[Msg, Event, str]]) -> None:
         """Give each message of a failed batch its own fate, in one transaction with a savepoint per message.
 
-        A version gap rolls back to its savepoint and waits (nak with a growing delay); a failing handler likewise,
-        until it is dead-lettered; the rest commit together. One commit for the batch, not one per message: a burst
-        of a thousand out-of-order events costs ten transactions per round, and the other entities' events behind
-        them are not held up by it.
+        A version gap rolls back to its savepoint and is parked (ticketing_common.parking), acked; a failing handler
+        rolls back and waits (nak with a growing delay) until it is dead-lettered; the rest commit together, the
+        parked gaps with them. One commit for the batch, not one per message: a burst of a thousand out-of-order
+        events costs ten transactions, once, and the other entities' events behind them are not held up by it.
         """
         outcomes: list[tuple[Msg, str, str, str]] = []  # msg, message id, outcome, reason
+        gaps: list[Gap] = []
+        applied: list[str] = []
         try:
             async with self.database.transaction() as uow:
                 conn = await uow.connection()
@@ -287,8 +332,9 @@ class Listener(ABC, Generic[E]):
                     try:
                         outcome = "duplicate"
                         if await self._claim(uow, [message_id]):
-                            await self._handle_checked(uow, event)
+                            await self.handle_checked(uow, event)
                             outcome = "applied"
+                            applied.append(event.entity_key())
                         await uow.session.flush()  # ORM changes into this savepoint, not a later one
                         await savepoint.commit()
                         outcomes.append((msg, message_id, outcome, ""))
@@ -298,21 +344,24 @@ class Listener(ABC, Generic[E]):
                         if outage_cause(exc) is not None:
                             raise
                         if isinstance(exc, EventOutOfOrder):
-                            outcomes.append((msg, message_id, "deferred", str(exc)))
+                            gaps.append(self._gap(msg, message_id, event, str(exc)))
+                            outcomes.append((msg, message_id, "parked", str(exc)))
                         else:
-                            logger.exception("%s: handler failed for %s", self.durable, message_id)
+                            _log_failure(self.durable, message_id, exc)
                             outcomes.append((msg, message_id, "failed", f"handler failed: {exc!r}"))
+                await self.parking.park(uow, self.durable, self.subject, gaps)
         except Exception as exc:
             if not await self._outage(exc, [msg for msg, _, _ in batch]):
                 for msg, _, _ in batch:  # not an outage, yet the transaction failed: one at a time after all
                     await self.process(msg)
             return
         for msg, message_id, outcome, reason in outcomes:
-            if outcome in ("applied", "duplicate"):
+            if outcome in ("applied", "duplicate", "parked"):
                 metrics.EVENTS_HANDLED.labels(self.durable, outcome).inc()
                 await msg.ack()
             else:
                 await self._retry_or_give_up(msg, message_id, msg.metadata.num_delivered, reason, outcome)
+        await self.parking.applied(applied)
 
     async def _outage(self, exc: BaseException, messages: list[Msg]) -> bool:
         """If exc says the database or NATS is unreachable: retry the messages soon, log once per outage; True."""
@@ -346,18 +395,34 @@ class Listener(ABC, Generic[E]):
             async with self.database.transaction() as uow:
                 outcome = "duplicate"
                 if await self._claim(uow, [message_id]):
-                    await self._handle_checked(uow, event)
+                    await self.handle_checked(uow, event)
                     outcome = "applied"
         except EventOutOfOrder as exc:
-            await self._retry_or_give_up(msg, message_id, deliveries, str(exc), "deferred")
+            await self._park(msg, message_id, event, str(exc))
             return
         except Exception as exc:
             if await self._outage(exc, [msg]):
                 return
-            logger.exception("%s: handler failed for %s", self.durable, message_id)
+            _log_failure(self.durable, message_id, exc)
             await self._retry_or_give_up(msg, message_id, deliveries, f"handler failed: {exc!r}", "failed")
             return
         metrics.EVENTS_HANDLED.labels(self.durable, outcome).inc()
+        await msg.ack()
+        if outcome == "applied":
+            await self.parking.applied([event.entity_key()])
+
+    async def _park(self, msg: Msg, message_id: str, event: Event, reason: str) -> None:
+        """Park one out-of-order event in a transaction of its own, then ack it."""
+        try:
+            async with self.database.transaction() as uow:
+                await self.parking.park(uow, self.durable, self.subject, [self._gap(msg, message_id, event, reason)])
+        except Exception as exc:
+            if not await self._outage(exc, [msg]):
+                logger.exception("%s: could not park %s; retrying later", self.durable, message_id)
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.nak(delay=self._retry_delay(msg.metadata.num_delivered))
+            return
+        metrics.EVENTS_HANDLED.labels(self.durable, "parked").inc()
         await msg.ack()
 
     async def _retry_or_give_up(self, msg: Msg, message_id: str, deliveries: int, reason: str, outcome: str) -> None:
@@ -371,43 +436,22 @@ class Listener(ABC, Generic[E]):
     async def _give_up(self, msg: Msg, message_id: str, deliveries: int, reason: str) -> None:
         """Record a dead letter (and announce it on deadletter.<durable>), then stop redelivery."""
         logger.error("%s: dead-lettering %s: %s", self.durable, message_id, reason)
-        meta = msg.metadata
-        headers = {
-            key[:_HEADER_KEEP].replace("\x00", ""): value[:_HEADER_KEEP].replace("\x00", "")
-            for key, value in (msg.headers or {}).items()
-        }
-        notice = {
-            "consumer": self.durable,
-            "subject": msg.subject,
-            "messageId": message_id,
-            "streamSequence": meta.sequence.stream,
-            "deliveries": deliveries,
-            "reason": reason[:2000],
-        }
+        record = DeadLetterRecord(
+            consumer=self.durable,
+            subject=msg.subject,
+            message_id=message_id,
+            stream_sequence=msg.metadata.sequence.stream,
+            deliveries=deliveries,
+            reason=reason,
+            payload=bytes(msg.data),
+            headers={
+                key[:_HEADER_KEEP].replace("\x00", ""): value[:_HEADER_KEEP].replace("\x00", "")
+                for key, value in (msg.headers or {}).items()
+            },
+        )
         try:
             async with self.database.transaction() as uow:
-                session = uow.session
-                await session.execute(
-                    insert(DeadLetter).values(
-                        consumer=self.durable,
-                        subject=msg.subject,
-                        message_id=message_id,
-                        stream_sequence=meta.sequence.stream,
-                        deliveries=deliveries,
-                        reason=reason,
-                        payload=bytes(msg.data),
-                        headers=headers,
-                    )
-                )
-                await session.execute(
-                    pg_insert(InboxRecord).values(consumer=self.durable, message_id=message_id).on_conflict_do_nothing()
-                )
-                uow.enqueue_message(
-                    f"deadletter.{self.durable}",
-                    json.dumps(notice).encode(),
-                    message_id=uuid.uuid4(),
-                    request_id=_event_request_id(msg),
-                )
+                await record_dead_letter(uow, record)
         except Exception:
             # Nothing is lost: without a dead-letter row the message stays with JetStream for another try.
             logger.exception("%s: could not record dead letter %s; retrying later", self.durable, message_id)
@@ -417,3 +461,42 @@ class Listener(ABC, Generic[E]):
         metrics.EVENTS_HANDLED.labels(self.durable, "dead_lettered").inc()
         with contextlib.suppress(nats.errors.Error):
             await msg.term()
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """What a dead letter keeps of an event a consumer gave up on: the dead_letters columns it fills."""
+
+    consumer: str
+    subject: str
+    message_id: str
+    stream_sequence: int | None
+    deliveries: int
+    reason: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+async def record_dead_letter(uow: UnitOfWork, record: DeadLetterRecord) -> None:
+    """In the caller's transaction: the dead-letter row, the inbox record that ends its redelivery, and the notice
+    on deadletter.<consumer> (through the outbox)."""
+    session = uow.session
+    await session.execute(insert(DeadLetter).values(**dataclasses.asdict(record)))  # its fields are the columns
+    await session.execute(
+        pg_insert(InboxRecord).values(consumer=record.consumer, message_id=record.message_id).on_conflict_do_nothing()
+    )
+    notice = {
+        "consumer": record.consumer,
+        "subject": record.subject,
+        "messageId": record.message_id,
+        "streamSequence": record.stream_sequence,
+        "deliveries": record.deliveries,
+        "reason": record.reason[:2000],
+    }
+    raw_request_id = record.headers.get("X-Request-ID")
+    uow.enqueue_message(
+        f"deadletter.{record.consumer}",
+        json.dumps(notice).encode(),
+        message_id=uuid.uuid4(),
+        request_id=accept_request_id(raw_request_id) if raw_request_id else None,
+    )

@@ -121,10 +121,26 @@ def add_bus_columns() -> None:
     bind = op.get_bind()
     inspector = sa.inspect(bind)
     for table in BUS_METADATA.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue  # a table a later migration creates (add_bus_tables), columns and all
         present = {column["name"] for column in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name not in present:
                 op.add_column(table.name, column._copy())
+
+
+def add_bus_tables() -> None:
+    """Create the bus tables the declaration has and the database lacks, and their missing columns.
+
+    Built from BUS_METADATA like create_bus_tables: a database whose 0001 already made a newer table keeps it.
+    """
+    BUS_METADATA.create_all(op.get_bind(), checkfirst=True)
+    add_bus_columns()
+
+
+def drop_parked_events() -> None:
+    """Downgrade of the migration that added parked_events."""
+    op.execute("DROP TABLE IF EXISTS parked_events")
 
 
 def drop_bus_columns(table: str, *columns: str) -> None:

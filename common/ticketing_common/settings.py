@@ -76,6 +76,11 @@ class ServiceSettings(BaseSettings):
             '"not yet known" rather than 404: the event may still be in its producer\'s outbox'
         ),
     )
+    parked_max_age_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long an event that arrived before its predecessor waits, parked, before it is dead-lettered",
+    )
     nats_ack_wait_seconds: float | None = Field(
         default=None, gt=0, description="Overrides every listener's ack_wait (30 s); shorter in dev and tests"
     )

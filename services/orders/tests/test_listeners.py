@@ -13,7 +13,7 @@ from sqlalchemy import select
 from ticketing_common.db import DeadLetter, OutboxEvent
 from ticketing_common.events import ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated
 from ticketing_orders import service
-from ticketing_testing import eventually, make_user, redelivered
+from ticketing_testing import eventually, make_user, parked
 from ticketing_testing.plugin import RunningService
 
 
@@ -101,7 +101,7 @@ async def test_an_out_of_order_ticket_update_waits_for_its_predecessor(
     await publish(created)
     await wait_for_version(ticket_row, created.id, 0)
     await publish(second)
-    await redelivered(orders.runtime.bus.js, "TICKETS", "orders-ticket-updated")
+    await parked(orders.runtime.bus.js, orders.runtime.database, "TICKETS", "orders-ticket-updated")
     assert snapshot(await ticket_row(created.id)) == expected(created)
     await publish(first)
     row = await wait_for_version(ticket_row, created.id, 2)
@@ -113,7 +113,7 @@ async def test_an_update_before_the_ticket_exists_waits_for_its_creation(
 ) -> None:
     created, first = ticket_history(2)
     await publish(first)
-    await redelivered(orders.runtime.bus.js, "TICKETS", "orders-ticket-updated")
+    await parked(orders.runtime.bus.js, orders.runtime.database, "TICKETS", "orders-ticket-updated")
     assert await ticket_row(created.id) is None
     await publish(created)
     row = await wait_for_version(ticket_row, created.id, 1)

@@ -16,7 +16,7 @@ from ticketing_common.events import (
     TicketRef,
     stream_for,
 )
-from ticketing_common.ids import new_id
+from ticketing_common.ids import find_in_replica, new_id
 from ticketing_common.listener import EventOutOfOrder, durable_name, version_gate
 from ticketing_common.pagination import PageCursor
 from ticketing_common.uow import UnitOfWork
@@ -94,7 +94,7 @@ async def create_order(
     Refused when the caller sold the ticket, or already holds max_open_orders open orders (counted under a lock
     on the user, so concurrent orders of one user cannot overshoot the cap).
     """
-    found = await repository.find_ticket(uow, ticket_id)
+    found = await find_in_replica(ticket_id, lambda: repository.find_ticket(uow, ticket_id))
     if found is None:
         raise TicketNotFound(ticket_id)
     if found.seller_id == user_id:

@@ -21,7 +21,7 @@ from ticketing_common.events import (
 )
 from ticketing_payments.models import Order
 from ticketing_payments.providers import FakeProvider
-from ticketing_testing import eventually, make_user, redelivered
+from ticketing_testing import eventually, make_user, parked
 from ticketing_testing.plugin import RunningService
 
 CREATED = "payments-order-created"
@@ -117,11 +117,11 @@ async def test_order_cancelled_cancels_the_replica_order_and_payment_is_refused(
 async def test_a_cancel_that_overtakes_its_create_waits_for_it(payments: RunningService, nats_client: NATS) -> None:
     event = order_created()
     await publish(nats_client, order_cancelled(event))
-    # Not applied, not dropped: the cancel is nak'd and comes back. Looked at once it has come back at least once.
-    await redelivered(payments.runtime.bus.js, "ORDERS", CANCELLED)
+    # Not applied, not dropped: the cancel is parked (and acked) until its create. Looked at once it is parked.
+    await parked(payments.runtime.bus.js, payments.runtime.database, "ORDERS", CANCELLED)
     async with payments.sessionmaker() as session:
         assert await session.get(Order, event.id) is None
-        assert await session.scalar(select(func.count()).select_from(InboxRecord)) == 0
+        assert await session.scalar(select(func.count()).select_from(InboxRecord)) == 0  # the inbox: applied only
 
     await publish(nats_client, event)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -9,7 +10,9 @@ from decimal import Decimal
 import pytest
 from nats.aio.client import Client as NATS
 
+from ticketing_common import ids
 from ticketing_common.events import OrderCreated, OrderStatus, OrderTicket
+from ticketing_common.ids import new_id
 from ticketing_payments.listeners import OrderCreatedListener
 from ticketing_testing import eventually, id_minted, make_user
 from ticketing_testing.plugin import RunningService
@@ -80,3 +83,26 @@ async def test_an_order_id_minted_before_the_window_or_beyond_the_clock_skew_is_
         response = await payments.client.post("/api/payments", json=body, headers=user.headers)
         assert response.status_code == 404, (order_id, response.text)
         assert "Retry-After" not in response.headers
+
+
+async def test_an_order_whose_event_lands_while_the_request_waits_is_paid_without_a_503(
+    payments: RunningService, nats_client: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common case of "pay right after ordering": the order's event is milliseconds behind the request."""
+    monkeypatch.setattr(ids, "REPLICA_WAIT_SECONDS", 10.0)  # room for a loaded machine; it returns on arrival
+    user = make_user()
+    event = OrderCreated(
+        id=new_id(),  # minted by orders a moment ago
+        version=0,
+        status=OrderStatus.CREATED,
+        user_id=user.id,
+        expires_at=datetime.now(UTC) + timedelta(minutes=15),
+        ticket=OrderTicket(id=uuid.uuid4(), price=Decimal("12.00")),
+    )
+    body = {"token": "tok_visa", "orderId": str(event.id)}
+    paying = asyncio.create_task(payments.client.post("/api/payments", json=body, headers=user.headers))
+    await asyncio.sleep(0.05)  # the request has looked once and is waiting
+    assert not paying.done()
+    await nats_client.jetstream().publish(event.subject, event.to_bytes(), headers={"Nats-Msg-Id": str(event.event_id)})
+    response = await paying
+    assert response.status_code == 201, response.text

@@ -199,3 +199,25 @@ async def test_the_service_pays_through_stripe_and_maps_a_decline_to_402(
     assert http.requests[1].form["amount"] == "2050"
     published = await events.wait_for("payment.created")
     assert published == [{"id": paid.json()["id"], "orderId": str(order_id), "stripeId": reply["id"]}]
+
+
+async def test_the_reconciler_finds_a_charge_by_searching_the_orders_succeeded_payment_intent() -> None:
+    reply = intent()
+    http = RecordingHTTPClient(
+        (200, {"object": "search_result", "data": [reply], "has_more": False, "url": "/v1/payment_intents/search"}),
+        (200, {"object": "search_result", "data": [], "has_more": False, "url": "/v1/payment_intents/search"}),
+    )
+    provider = StripeProvider(api_key=TEST_KEY, http_client=http, max_network_retries=0)
+    order_id = str(uuid.uuid4())
+
+    found = await provider.find_charge(idempotency_key=order_id, order_id=order_id)
+    missing = await provider.find_charge(idempotency_key=order_id, order_id=order_id)
+
+    assert found is not None and found.id == reply["id"]
+    assert missing is None
+    [first, _] = http.requests
+    assert first.method == "get"
+    query = parse_qs(first.url.split("?", 1)[1])["query"][0]
+    assert query == f"metadata['orderId']:'{order_id}' AND status:'succeeded'"
+    with pytest.raises(ValueError, match="not a UUID"):  # nothing but an order id goes into a search query
+        await provider.find_charge(idempotency_key="x", order_id="x' OR status:'canceled")

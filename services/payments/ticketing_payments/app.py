@@ -10,6 +10,7 @@ from ticketing_payments.listeners import LISTENERS
 from ticketing_payments.providers import PaymentProvider, ProviderCloser, make_provider
 from ticketing_payments.routes import router
 from ticketing_payments.schemas import ORDER_ID_MISSING, TOKEN_MISSING
+from ticketing_payments.service import ChargeReconciler
 from ticketing_payments.settings import Settings
 
 
@@ -31,7 +32,10 @@ def create_app(settings: Settings | None = None, *, provider: PaymentProvider | 
             settings=settings,
             routers=[router],
             listeners=LISTENERS,
-            workers=[lambda _runtime: ProviderCloser(provider)],
+            workers=[
+                lambda _runtime: ProviderCloser(provider),
+                lambda runtime: ChargeReconciler(runtime.database, provider),
+            ],
             missing_messages={"token": TOKEN_MISSING, "orderId": ORDER_ID_MISSING},
             description="Charge an order once through the payment provider; publishes payment.created.",
             replicas={"orders": ()},

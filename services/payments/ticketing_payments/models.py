@@ -38,3 +38,18 @@ class Payment(Base):
     stripe_id: Mapped[str] = mapped_column(String(255))
     amount: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ChargeAttempt(Base):
+    """An order being charged: committed on a connection of its own just before the provider is called, and deleted
+    with the payment it leads to (or when the provider says nothing was charged).
+
+    One left behind means the process stopped between the provider's charge and our commit, and the buyer did not
+    retry: the reconciler (service.ChargeReconciler) asks the provider and records the charge it finds. No foreign
+    key: the order's row is locked FOR UPDATE while this row is written from the other connection.
+    """
+
+    __tablename__ = "charge_attempts"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())

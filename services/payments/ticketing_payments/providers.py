@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sqlite3
 import uuid
 from collections import Counter
@@ -44,6 +45,10 @@ class PaymentProvider(Protocol):
         self, *, amount: Decimal, currency: str, token: str, idempotency_key: str, metadata: Mapping[str, str]
     ) -> Charge:
         """Charge `amount` (in major units) or return the charge already made under `idempotency_key`."""
+        ...
+
+    async def find_charge(self, *, idempotency_key: str, order_id: str) -> Charge | None:
+        """The successful charge made for the order under that key, if the provider holds one."""
         ...
 
     async def close(self) -> None:
@@ -106,14 +111,10 @@ class FakeLedger:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute(
-                "SELECT charge_id, amount, currency, token, idempotency_key, metadata FROM charges"
-                " WHERE idempotency_key = ? ORDER BY seq LIMIT 1",
-                (key,),
-            ).fetchone()
-            if row is not None:
+            found = self.find(key)
+            if found is not None:
                 conn.execute("COMMIT")
-                return _record(row)
+                return found
             charge = record()
             if charge is not None:
                 conn.execute(
@@ -133,6 +134,15 @@ class FakeLedger:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def find(self, key: str) -> FakeChargeRecord | None:
+        """The charge made under `key`, if any."""
+        row = self._conn.execute(
+            "SELECT charge_id, amount, currency, token, idempotency_key, metadata FROM charges"
+            " WHERE idempotency_key = ? ORDER BY seq LIMIT 1",
+            (key,),
+        ).fetchone()
+        return None if row is None else _record(row)
 
     def charges(self) -> list[FakeChargeRecord]:
         """Every charge made, oldest first."""
@@ -203,6 +213,12 @@ class FakeProvider:
             raise PaymentDeclined()
         raise InvalidPaymentToken()
 
+    async def find_charge(self, *, idempotency_key: str, order_id: str) -> Charge | None:
+        """The charge the ledger holds under the key, as Stripe's records would."""
+        async with self._lock:
+            found = await asyncio.to_thread(self.ledger.find, idempotency_key)
+        return None if found is None else Charge(id=found.charge_id)
+
     async def close(self) -> None:
         """Close the ledger's connection."""
         self.ledger.close()
@@ -267,9 +283,23 @@ class StripeProvider:
             raise PaymentDeclined("Payment requires authentication the card holder did not complete")
         return Charge(id=intent.id)
 
+    async def find_charge(self, *, idempotency_key: str, order_id: str) -> Charge | None:
+        """A succeeded PaymentIntent whose metadata names the order (Stripe's search; its index may lag about a
+        minute, so the reconciler asks again until the attempt is old, rather than concluding from one miss)."""
+        if not _SAFE_SEARCH_VALUE.fullmatch(order_id):
+            raise ValueError("order id is not a UUID")
+        found = await self.client.v1.payment_intents.search_async(
+            {"query": f"metadata['orderId']:'{order_id}' AND status:'succeeded'", "limit": 1}
+        )
+        return Charge(id=found.data[0].id) if found.data else None
+
     async def close(self) -> None:
         """Close the HTTP connection pool."""
         await self._http_client.close_async()
+
+
+# What may go into a Stripe search query between quotes: our order ids only.
+_SAFE_SEARCH_VALUE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def make_provider(

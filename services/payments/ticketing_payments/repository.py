@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from ticketing_common.uow import UnitOfWork
-from ticketing_payments.models import Order, Payment
+from ticketing_payments.models import ChargeAttempt, Order, Payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +79,44 @@ async def insert_order(uow: UnitOfWork, order: ReplicaOrder) -> bool:
 async def set_order_status(uow: UnitOfWork, *, order_id: uuid.UUID, status: str, version: int) -> None:
     """Move a replica order to a status at a version."""
     await uow.session.execute(update(Order).where(Order.id == order_id).values(status=status, version=version))
+
+
+async def record_charge_attempt(uow: UnitOfWork, order_id: uuid.UUID) -> None:
+    """Note that the order is about to be charged, committed at once on a connection of its own (not this unit's
+    transaction, which a crash after the charge would take back)."""
+    async with uow.autocommit() as conn:
+        await conn.execute(
+            "INSERT INTO charge_attempts (order_id) VALUES ($1) ON CONFLICT (order_id) DO UPDATE SET started_at = now()",
+            order_id,
+        )
+
+
+async def forget_charge_attempt(uow: UnitOfWork, order_id: uuid.UUID) -> None:
+    """Drop the order's charge attempt with this transaction (its payment is recorded in it, or it charged nothing)."""
+    await uow.session.execute(delete(ChargeAttempt).where(ChargeAttempt.order_id == order_id))
+
+
+async def forget_charge_attempt_now(uow: UnitOfWork, order_id: uuid.UUID) -> None:
+    """Drop the order's charge attempt at once: the provider said nothing was charged, and this transaction will
+    roll back with the refusal."""
+    async with uow.autocommit() as conn:
+        await conn.execute("DELETE FROM charge_attempts WHERE order_id = $1", order_id)
+
+
+async def stale_charge_attempts(uow: UnitOfWork, older_than_seconds: float, limit: int) -> list[uuid.UUID]:
+    """Orders whose charge attempt is older than that: their request ended without recording the outcome."""
+    rows = await uow.session.execute(
+        select(ChargeAttempt.order_id)
+        .where(ChargeAttempt.started_at <= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds))
+        .order_by(ChargeAttempt.started_at)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def lock_charge_attempt(uow: UnitOfWork, order_id: uuid.UUID) -> datetime | None:
+    """When the order's charge attempt started, its row locked; None if it is gone or another replica holds it."""
+    started: datetime | None = await uow.session.scalar(
+        select(ChargeAttempt.started_at).where(ChargeAttempt.order_id == order_id).with_for_update(skip_locked=True)
+    )
+    return started

@@ -27,8 +27,8 @@ WaitHandled = Callable[..., Awaitable[None]]
 async def tickets(
     start_service: ServiceStarter, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> RunningService:
-    """The tickets service; deferred events come back quickly so out-of-order tests stay short. Parametrize
-    indirectly with a dict of setting overrides."""
+    """The tickets service; failing handlers are retried quickly so their tests stay short. Parametrize indirectly
+    with a dict of setting overrides."""
     for listener in LISTENERS:
         monkeypatch.setattr(listener, "retry_delay", 0.02)
         monkeypatch.setattr(listener, "max_retry_delay", 0.3)

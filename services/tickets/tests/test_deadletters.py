@@ -35,12 +35,14 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def tickets(start_service: ServiceStarter, monkeypatch: pytest.MonkeyPatch) -> RunningService:
-    """The tickets service, giving up on an event after two quick deliveries."""
+    """The tickets service, giving up on a failing event after two quick deliveries, and on a gap after a second."""
     for listener in LISTENERS:
         monkeypatch.setattr(listener, "retry_delay", 0.02)
         monkeypatch.setattr(listener, "max_retry_delay", 0.05)
         monkeypatch.setattr(listener, "max_deliver", 2)
-    return await start_service(create_app, Settings, "ticketing_tickets", dead_letters_refresh_seconds=0.1)
+    return await start_service(
+        create_app, Settings, "ticketing_tickets", dead_letters_refresh_seconds=0.1, parked_max_age_seconds=1
+    )
 
 
 async def ticketing(service: RunningService, *args: str) -> Result:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from ticketing_common.listener import EventOutOfOrder
-from ticketing_testing import eventually
+from ticketing_testing import eventually, parked
 from ticketing_tickets.models import OrderVersion, Ticket
 from ticketing_tickets.service import cancellation_applies
 
@@ -140,11 +140,7 @@ async def test_order_cancelled_before_its_order_created_waits_for_it(
     cancelled = make_order_cancelled(created)
     await publish(cancelled)
 
-    async def deferred() -> bool:
-        info = await nats_client.jetstream().consumer_info("ORDERS", "tickets-order-cancelled")
-        return info.num_redelivered >= 1
-
-    await eventually(deferred)
+    await parked(nats_client.jetstream(), tickets.runtime.database, "ORDERS", "tickets-order-cancelled")
     assert await read_ticket(tickets, ticket["id"]) == ticket  # nothing applied while it waits
 
     await publish(created)

@@ -17,6 +17,7 @@ from nats.js.client import JetStreamContext
 from ticketing_common.auth import SESSION_COOKIE, create_token
 from ticketing_common.events import STREAMS
 from ticketing_common.ids import new_id
+from ticketing_common.uow import Database
 
 TEST_JWT_KEY = "test-only-jwt-key-0123456789abcdef"
 
@@ -71,15 +72,20 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0
         await asyncio.sleep(interval)
 
 
-async def redelivered(js: JetStreamContext, stream: str, durable: str, *, timeout: float = 10.0) -> int:
-    """Wait until the consumer holds a message it delivered more than once (refused: nak'd, not acked); return how many.
+async def parked(
+    js: JetStreamContext, database: Database, stream: str, durable: str, *, count: int = 1, timeout: float = 10.0
+) -> int:
+    """Wait until the consumer's service has parked `count` of its events, and the consumer has acked them all.
 
-    The evidence a negative check needs: the listener has seen the event and turned it down, so "not applied"
-    cannot be true merely because nothing was delivered yet.
+    The evidence a negative check on an out-of-order event needs: the listener has seen the event and set it aside
+    (ticketing_common.parking), so "not applied" cannot be true merely because nothing was delivered yet.
     """
 
     async def check() -> int:
-        return (await js.consumer_info(stream, durable)).num_redelivered or 0
+        held = await database.pool.fetchval("SELECT count(*) FROM parked_events WHERE consumer = $1", durable)
+        info = await js.consumer_info(stream, durable)
+        waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
+        return held if held >= count and waiting == 0 else 0
 
     return await eventually(check, timeout=timeout)
 
