@@ -93,8 +93,8 @@ screenshots: install browser ## Retake the README's screenshots of the web clien
 PYTEST_WORKERS ?= 3
 PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-# Then the tests marked `alone` (chaos) run by themselves, as they always did: with two other workers on the same two
-# cores, killed services come back so late that chaos fails on a payments gap it catches (see the README's Tests).
+# Then the tests marked `alone` (chaos) run by themselves, as they always did: it is the most load-sensitive test, and
+# with two other workers on the same two cores its killed services come back late (see the README's Tests).
 # Both runs always run; either one failing fails the target; one selecting nothing (status 5, PYTEST_ARGS) does not,
 # unless both do.
 test: install browser k8s-check ## Lint, type-check and run every package's tests against real Postgres and NATS
