@@ -23,6 +23,10 @@ from systemkit import Stack, gateway_fixture, stack_env_fixture, stack_fixture  
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(*services): the services a system test drives (systemkit.needs)")
+    config.addinivalue_line(
+        "markers",
+        "alone: `make test` runs it by itself after the parallel run, with no other test's load beside it (chaos)",
+    )
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -867,6 +867,8 @@ def handled_once_by_effect(recorded: Recorded, streams: dict[str, list[Message]]
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# `make test` runs it alone, after the other tests (see the Makefile and tests/conftest.py).
+@pytest.mark.alone
 @needs(*SERVICES)
 async def test_every_service_agrees_on_every_order_after_each_one_and_the_broker_and_database_crash(
     stack: Stack, provider_ledger: Path, capsys: pytest.CaptureFixture[str]

@@ -64,6 +64,19 @@ def _varz(monitor: int, wait: float = 30.0, page: str = "varz") -> dict[str, Any
             time.sleep(0.1)
 
 
+def _listening(port: int, wait: float = 30.0) -> None:
+    """Wait until something accepts TCP connections on the port (a server's listener is open)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 ROUTE = re.compile(r"nats-depl-(\d)\.nats-headless:6222")
 
 
@@ -114,6 +127,9 @@ def prod_cluster(tmp_path: Path) -> Iterator[ProdCluster]:
             )
         for monitor in cluster.monitors:
             _varz(monitor)
+        # The monitor answers before the route and client listeners are open; a busy machine widens that gap.
+        for port in (*cluster.cluster_ports, *cluster.client_ports):
+            _listening(port)
         yield cluster
     finally:
         for proc in procs:

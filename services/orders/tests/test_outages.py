@@ -95,6 +95,8 @@ async def test_a_refused_reservation_stays_a_400_when_the_server_ends_the_sessio
             assert (await uow.session.execute(text("SELECT 1"))).scalar() == 1
 
 
+# A short ack_wait: a pull the stopped listener left outstanding gives its event back in 3 s, not the default 30.
+@pytest.mark.parametrize("orders", [pytest.param({"nats_ack_wait_seconds": 3}, id="ack-wait-3s")], indirect=True)
 async def test_a_ticket_its_replica_has_not_heard_of_yet_is_503_not_yet_known_then_orderable(
     orders: RunningService, publish
 ) -> None:

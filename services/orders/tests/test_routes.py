@@ -12,11 +12,12 @@ from ticketing_common.events import PaymentCreated, TicketUpdated
 from ticketing_testing import eventually, make_user
 from ticketing_testing.plugin import RunningService
 
+# Named without their random ids, so that every pytest-xdist worker collects the same test names.
 ANONYMOUS_CALLS = [
-    ("POST", "/api/orders", {"ticketId": str(uuid.uuid4())}),
-    ("GET", "/api/orders", None),
-    ("GET", f"/api/orders/{uuid.uuid4()}", None),
-    ("DELETE", f"/api/orders/{uuid.uuid4()}", None),
+    pytest.param("POST", "/api/orders", {"ticketId": str(uuid.uuid4())}, id="POST-/api/orders"),
+    pytest.param("GET", "/api/orders", None, id="GET-/api/orders"),
+    pytest.param("GET", f"/api/orders/{uuid.uuid4()}", None, id="GET-/api/orders/<id>"),
+    pytest.param("DELETE", f"/api/orders/{uuid.uuid4()}", None, id="DELETE-/api/orders/<id>"),
 ]
 
 
@@ -181,7 +182,7 @@ async def test_reads_one_of_the_callers_orders(orders: RunningService, place_ord
     assert response.json() == order
 
 
-@pytest.mark.parametrize("order_id", [str(uuid.uuid4()), "not-a-uuid", "123"])
+@pytest.mark.parametrize("order_id", [str(uuid.uuid4()), "not-a-uuid", "123"], ids=["unknown", "not-a-uuid", "123"])
 async def test_an_unknown_or_malformed_order_id_is_not_found(orders: RunningService, order_id) -> None:
     user = make_user()
     read = await orders.client.get(f"/api/orders/{order_id}", headers=user.headers)

@@ -22,8 +22,10 @@ OrderFactory = Callable[..., Awaitable[Order]]
 
 
 @pytest.fixture
-async def payments(start_service: ServiceStarter) -> RunningService:
-    return await start_service(create_app, Settings, "ticketing_payments")
+async def payments(start_service: ServiceStarter, request: pytest.FixtureRequest) -> RunningService:
+    """The payments service; parametrize indirectly with a dict of setting overrides."""
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    return await start_service(create_app, Settings, "ticketing_payments", **overrides)
 
 
 @pytest.fixture

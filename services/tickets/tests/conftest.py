@@ -24,12 +24,16 @@ WaitHandled = Callable[..., Awaitable[None]]
 
 
 @pytest.fixture
-async def tickets(start_service: ServiceStarter, monkeypatch: pytest.MonkeyPatch) -> RunningService:
-    """The tickets service; failing handlers are retried quickly so their tests stay short."""
+async def tickets(
+    start_service: ServiceStarter, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> RunningService:
+    """The tickets service; failing handlers are retried quickly so their tests stay short. Parametrize indirectly
+    with a dict of setting overrides."""
     for listener in LISTENERS:
         monkeypatch.setattr(listener, "retry_delay", 0.02)
         monkeypatch.setattr(listener, "max_retry_delay", 0.3)
-    return await start_service(create_app, Settings, "ticketing_tickets")
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    return await start_service(create_app, Settings, "ticketing_tickets", **overrides)
 
 
 @pytest.fixture

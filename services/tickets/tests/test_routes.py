@@ -381,6 +381,8 @@ async def test_a_reserved_ticket_is_still_not_yours_to_edit(
     assert response.status_code == 401
 
 
+# A short ack_wait: the pull the stopped listener left outstanding gives its event back in 3 s, not the default 30.
+@pytest.mark.parametrize("tickets", [pytest.param({"nats_ack_wait_seconds": 3}, id="ack-wait-3s")], indirect=True)
 async def test_an_edit_while_an_order_for_the_ticket_is_on_its_way_is_503_then_refused_as_reserved(
     tickets, seller, create_ticket, publish, make_order_created
 ) -> None:
