@@ -305,9 +305,14 @@ def _with_request_id(request: Request, response: JSONResponse) -> JSONResponse:
 RECOVERY_GRACE_SECONDS = 10.0
 
 
-async def consumers_behind(request: Request, consumers: Sequence[tuple[str, str]]) -> bool:
+async def consumers_behind(request: Request, consumers: Sequence[tuple[str, str]], *, wait: float = 0.0) -> bool:
     """Whether any of this service's consumers (stream, durable) may still bring something: it has messages to
-    deliver or ack (one NATS request each, concurrently), JetStream cannot be asked, or an outage ended moments ago."""
+    deliver or ack (one NATS request each, concurrently), JetStream cannot be asked, or an outage ended moments ago.
+
+    With `wait`, a consumer that is behind is given up to that long to catch up with what was on its stream when
+    asked: every message it had delivered by then acked (its ack floor reached that point), and nothing undelivered.
+    Events published meanwhile do not count, so a busy stream does not keep the answer "behind" for ever.
+    """
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None:
         return False
@@ -320,15 +325,34 @@ async def consumers_behind(request: Request, consumers: Sequence[tuple[str, str]
     last_trouble = max(getattr(state, "reconnect_seen_at", float("-inf")), last_outage)
     if time.monotonic() - last_trouble < RECOVERY_GRACE_SECONDS:
         return True
-    try:
-        infos = await asyncio.wait_for(
-            asyncio.gather(*(runtime.bus.js.consumer_info(stream, durable) for stream, durable in consumers)), 1
-        )
-    except Exception as error:  # NATS away or slow: whether it is behind cannot be told, so assume it is
-        durables = ", ".join(durable for _, durable in consumers)
-        logger.warning("consumers %s: lag unknown (%s); answering as if behind", durables, error)
-        return True
-    return any(info.num_pending or info.num_ack_pending for info in infos)
+    deadline = time.monotonic() + wait
+    needed: list[int | None] = [None] * len(consumers)  # per consumer: the stream position it must have acked
+    pause = 0.005
+    while True:
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.gather(*(runtime.bus.js.consumer_info(stream, durable) for stream, durable in consumers)), 1
+            )
+        except Exception as error:  # NATS away or slow: whether it is behind cannot be told, so assume it is
+            durables = ", ".join(durable for _, durable in consumers)
+            logger.warning("consumers %s: lag unknown (%s); answering as if behind", durables, error)
+            return True
+        behind = False
+        for i, info in enumerate(infos):
+            if info.num_pending:  # not all delivered yet: what it delivers next was on the stream when asked
+                needed[i] = None
+                behind = True
+                continue
+            if needed[i] is None:
+                needed[i] = info.delivered.stream_seq if info.delivered is not None else 0
+            acked = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+            if info.num_ack_pending and (acked or 0) < (needed[i] or 0):
+                behind = True
+        left = deadline - time.monotonic()
+        if not behind or left <= 0:
+            return behind
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
 
 
 async def _replica_behind(request: Request, exc: ReplicaNotFound) -> bool:

@@ -1,5 +1,6 @@
 """The /api/tickets routes, case by case as the contract lists them."""
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from sqlalchemy import select
 
 from ticketing_common.auth import create_token
 from ticketing_testing import TEST_JWT_KEY, eventually, make_user
+from ticketing_tickets import deps
 from ticketing_tickets.listeners import OrderCreatedListener
 from ticketing_tickets.models import Ticket
 
@@ -379,6 +381,34 @@ async def test_a_reserved_ticket_is_still_not_yours_to_edit(
         f"/api/tickets/{created['id']}", json={"title": "x", "price": 1}, headers=make_user().headers
     )
     assert response.status_code == 401
+
+
+# A short ack_wait: the pull the stopped listener left outstanding gives its event back in 3 s, not the default 30.
+@pytest.mark.parametrize("tickets", [pytest.param({"nats_ack_wait_seconds": 3}, id="ack-wait-3s")], indirect=True)
+async def test_an_edit_while_only_another_tickets_order_is_on_its_way_waits_for_it_and_succeeds(
+    tickets, seller, create_ticket, publish, make_order_created, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edit fence waits for the order events already on the bus rather than answering 503 at once; those for
+    other tickets are applied meanwhile, and the edit goes through (the soak's edits were all held before)."""
+    monkeypatch.setattr(deps, "ORDER_EVENTS_WAIT_SECONDS", 30.0)  # room for the stopped pull's ack_wait
+    mine = await create_ticket(title="mine", price=20)
+    other = await create_ticket(title="other", price=30)
+    [listener] = [li for li in tickets.runtime.listeners if isinstance(li, OrderCreatedListener)]
+    await listener.stop()
+    created = make_order_created(other["id"], price=30)
+    await publish(created)
+
+    editing = asyncio.create_task(
+        tickets.client.put(f"/api/tickets/{mine['id']}", json={"title": "mine", "price": 25}, headers=seller.headers)
+    )
+    await asyncio.sleep(0.3)
+    assert not editing.done()  # held while the other ticket's order.created waits, not answered 503
+    await listener.start()
+    response = await editing
+    assert response.status_code == 200, response.text
+    assert (await stored_ticket(tickets, other["id"])).order_id == created.id  # applied while the edit waited
+    row = await stored_ticket(tickets, mine["id"])
+    assert (row.price, row.version, row.order_id) == (Decimal(25), 1, None)
 
 
 # A short ack_wait: the pull the stopped listener left outstanding gives its event back in 3 s, not the default 30.
