@@ -65,10 +65,11 @@ async def _one_start(state_dir: Path, *, kill_runner: bool = False) -> dict[str,
             while time.perf_counter() - started < TIMEOUT_SECONDS:
                 if proc.poll() is not None:
                     raise RuntimeError(f"make dev exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-                if not urls:
-                    with contextlib.suppress(OSError, ValueError):
-                        state = json.loads((state_dir / "stack.json").read_text())
-                        urls = [s["url"] for s in state.get("services", {}).values()]
+                # Read again each time: after a SIGKILLed runner, its stale stack.json (dead ports) is still there
+                # until the new runner writes its own.
+                with contextlib.suppress(OSError, ValueError):
+                    state = json.loads((state_dir / "stack.json").read_text())
+                    urls = [s["url"] for s in state.get("services", {}).values()]
                 if urls and await _all_ready(client, urls):
                     ready_at = time.perf_counter()
                     break
