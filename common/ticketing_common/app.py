@@ -233,18 +233,21 @@ def _serve_event_catalog(app: FastAPI, api_prefix: str) -> None:
 
 
 _COUNT_DEAD_LETTERS = "SELECT subject, count(*) FROM dead_letters WHERE resolved_at IS NULL GROUP BY subject"
+_COUNT_PARKED = "SELECT subject, count(*) FROM parked_events GROUP BY subject"
 
 
 async def _count_dead_letters(runtime: Runtime, service: str, consumed: list[str]) -> None:
-    """Refresh the dead-letter gauge; every consumed subject has a series (0 included), so an alert sees it."""
-    try:
-        rows = await asyncio.wait_for(runtime.database.pool.fetch(_COUNT_DEAD_LETTERS), 2)
-    except Exception as exc:  # the gauge keeps its last value until the next refresh
-        logger.warning("metrics: cannot count dead letters: %s", exc)
-        return
-    counts = dict.fromkeys(consumed, 0)
-    counts.update({row[0]: int(row[1]) for row in rows})
-    metrics.set_dead_letters(service, counts)
+    """Refresh the dead-letter and parked-event gauges; every consumed subject has a series (0 included), so an
+    alert sees it."""
+    for query, publish in ((_COUNT_DEAD_LETTERS, metrics.set_dead_letters), (_COUNT_PARKED, metrics.set_parked_events)):
+        try:
+            rows = await asyncio.wait_for(runtime.database.pool.fetch(query), 2)
+        except Exception as exc:  # the gauge keeps its last value until the next refresh
+            logger.warning("metrics: cannot count %s: %s", query.split("FROM ")[1].split()[0], exc)
+            continue
+        counts = dict.fromkeys(consumed, 0)
+        counts.update({row[0]: int(row[1]) for row in rows})
+        publish(service, counts)
 
 
 async def _count_dead_letters_every(runtime: Runtime, service: str, consumed: list[str], seconds: float) -> None:

@@ -27,6 +27,19 @@ DEAD_LETTERS = Gauge(
 )
 
 
+PARKED_EVENTS = Gauge(
+    "ticketing_parked_events",
+    "Events that arrived before their predecessor and wait for it, parked, by service and subject",
+    ["service", "subject"],
+)
+
+
+def set_parked_events(service: str, counts: dict[str, int]) -> None:
+    """Publish a service's parked events per subject (counted from its database with the dead letters)."""
+    for subject, count in counts.items():
+        PARKED_EVENTS.labels(service, subject).set(count)
+
+
 def set_dead_letters(service: str, counts: dict[str, int]) -> None:
     """Publish a service's waiting dead letters per subject (counted from its database on a timer)."""
     for subject, count in counts.items():

@@ -1,6 +1,7 @@
 """Order events reserve and release tickets, through a real JetStream round trip, whatever their order."""
 
 import random
+import re
 import uuid
 from typing import Any
 
@@ -316,3 +317,33 @@ async def test_an_edit_that_raced_an_order_gives_way_to_the_orders_price(
         f"/api/tickets/{ticket['id']}", json={"title": "gig", "price": 999}, headers=seller.headers
     )
     assert refused.status_code == 400
+
+
+async def parked_gauge(tickets) -> float:
+    text = (await tickets.client.get("/metrics")).text
+    found = re.search(r'ticketing_parked_events\{service="tickets",subject="order.cancelled"\} (\S+)', text)
+    assert found, "no ticketing_parked_events series for order.cancelled"
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize(
+    "tickets", [pytest.param({"dead_letters_refresh_seconds": 0.1}, id="refresh-0.1s")], indirect=True
+)
+async def test_the_parked_events_gauge_counts_a_cancel_waiting_for_its_create(
+    tickets, nats_client, create_ticket, publish, wait_handled, make_order_created, make_order_cancelled
+) -> None:
+    ticket = await create_ticket()
+    created = make_order_created(ticket["id"])
+    cancelled = make_order_cancelled(created)
+    await publish(cancelled)
+    await parked(nats_client.jetstream(), tickets.runtime.database, "ORDERS", "tickets-order-cancelled")
+
+    async def shows(value: float) -> bool:
+        shown = await parked_gauge(tickets)
+        assert shown == value, shown
+        return True
+
+    await eventually(lambda: shows(1))
+    await publish(created)
+    await wait_handled(created.event_id, cancelled.event_id)
+    await eventually(lambda: shows(0))
