@@ -40,6 +40,14 @@ E = TypeVar("E", bound=Event)
 _HEADER_KEEP = 256
 
 
+def _kept_headers(msg: Msg) -> dict[str, str]:
+    """What a dead letter or a parked event keeps of the message's headers: each cut to _HEADER_KEEP, no NULs."""
+    return {
+        key[:_HEADER_KEEP].replace("\x00", ""): value[:_HEADER_KEEP].replace("\x00", "")
+        for key, value in (msg.headers or {}).items()
+    }
+
+
 def _event_request_id(msg: Msg) -> str | None:
     """The event's X-Request-ID, checked as the HTTP edge checks it: a hostile one is replaced by a new id."""
     raw = msg.headers.get("X-Request-ID") if msg.headers else None
@@ -303,11 +311,9 @@ class Listener(ABC, Generic[E]):
     def _gap(self, msg: Msg, message_id: str, event: Event, reason: str) -> Gap:
         from ticketing_common.parking import Gap
 
-        headers = {
-            key[:_HEADER_KEEP].replace("\x00", ""): value[:_HEADER_KEEP].replace("\x00", "")
-            for key, value in (msg.headers or {}).items()
-        }
-        return Gap(message_id, event.entity_key(), msg.metadata.sequence.stream, bytes(msg.data), headers, reason)
+        return Gap(
+            message_id, event.entity_key(), msg.metadata.sequence.stream, bytes(msg.data), _kept_headers(msg), reason
+        )
 
     async def _process_each(self, batch: list[tuple[Msg, Event, str]]) -> None:
         """Give each message of a failed batch its own fate, in one transaction with a savepoint per message.
@@ -444,10 +450,7 @@ class Listener(ABC, Generic[E]):
             deliveries=deliveries,
             reason=reason,
             payload=bytes(msg.data),
-            headers={
-                key[:_HEADER_KEEP].replace("\x00", ""): value[:_HEADER_KEEP].replace("\x00", "")
-                for key, value in (msg.headers or {}).items()
-            },
+            headers=_kept_headers(msg),
         )
         try:
             async with self.database.transaction() as uow:
